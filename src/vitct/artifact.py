@@ -1,0 +1,74 @@
+"""The model artifact: one safetensors file that describes itself.
+
+safetensors holds tensors and a string-to-string header only, so loading a model file can never
+run code from it (unlike a pickled checkpoint). The header carries the model config, the
+preprocessing, class names, the training data's provenance and the final metrics as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vitct.data import CLASS_NAMES
+from vitct.model import ViT
+from vitct.settings import ViTConfig
+
+FORMAT = "vitct-model"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """A model file that cannot be used; the message says why and what to do."""
+
+
+def save_artifact(path: str | Path, model: ViT, preprocessing: dict, **info) -> None:
+    """Write weights plus a JSON header (model config, preprocessing, classes, extra info)."""
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": model.cfg.to_dict(),
+        "preprocessing": preprocessing,
+        "class_names": list(CLASS_NAMES),
+        **info,
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"vitct": json.dumps(meta, sort_keys=True)})
+
+
+def read_metadata(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"'{path}' is not a readable vitct model file ({e}).") from e
+    if "vitct" not in header:
+        raise ArtifactError(f"'{path}' is a safetensors file but not a vitct model.")
+    try:
+        meta = json.loads(header["vitct"])
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"'{path}' has a corrupt header: {e}") from e
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"'{path}' is format {meta.get('format')} v{meta.get('format_version')}, this vitct "
+            f"reads {FORMAT} v{FORMAT_VERSION}: retrain with this version or use the matching one."
+        )
+    return meta
+
+
+def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple[ViT, dict]:
+    """Model (in eval mode) and its metadata; raises ArtifactError on any mismatch."""
+    meta = read_metadata(path)
+    model = ViT(ViTConfig(**meta["model_config"]))
+    try:
+        state = load_file(str(path), device=str(device))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise ArtifactError(f"'{path}' weights do not fit its own config (corrupt?): {e}") from e
+    return model.to(device).eval(), meta

@@ -1,0 +1,86 @@
+"""Checks of the config that a JSON schema cannot express, and the settings of each run.
+
+Called from the Snakefile right after schema validation, so a bad value stops the run before any
+job starts, with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import fields
+
+import jsonschema
+
+from vitct.settings import TrainConfig, ViTConfig
+
+MODEL_KEYS = {f.name for f in fields(ViTConfig)} - {"image_size", "in_channels", "num_classes"}
+TRAINING_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def run_settings(config: dict, changes: dict) -> tuple[dict, dict]:
+    """(model, training) settings of one run: the config's sections with `changes` applied."""
+    model = {**config["model"], "image_size": config["preprocess"]["image_size"]}
+    training = dict(config["training"])
+    for key, value in changes.items():
+        (model if key in MODEL_KEYS else training)[key] = value
+    return model, training
+
+
+def check(config: dict, schema: dict | None = None) -> None:
+    """Raise ConfigError naming the key for every cross-field rule the schema cannot state."""
+    fractions = config["split"]["fractions"]
+    if not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
+        raise ConfigError(
+            f"split.fractions must sum to 1, not {sum(fractions.values()):g} ({fractions})"
+        )
+    if config["dataset"]["source"] == "local" and not config["dataset"]["path"]:
+        raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
+    known = MODEL_KEYS | TRAINING_KEYS
+    for section in ("sweep.grid", "final.overrides"):
+        head, tail = section.split(".")
+        for key in config[head][tail]:
+            if key not in known:
+                raise ConfigError(
+                    f"{section}.{key} is not a model or training setting; choose from "
+                    f"{', '.join(sorted(known))}"
+                )
+    grid = config["sweep"]["grid"]
+    overrides = config["final"]["overrides"]
+    for combo in itertools.product(*grid.values()):
+        swept = dict(zip(grid, combo, strict=True))
+        _check_run(config, swept, "sweep.grid", schema)
+        _check_run(config, {**swept, **overrides}, "final.overrides", schema)
+
+
+def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> None:
+    model, training = run_settings(config, changes)
+    if schema is not None:
+        # The swept values must obey the same schema as the sections they replace.
+        for name, values in (("model", model), ("training", training)):
+            sub = schema["properties"][name]["properties"]
+            for key, value in values.items():
+                if key in sub:
+                    try:
+                        jsonschema.validate(value, sub[key])
+                    except jsonschema.ValidationError as e:
+                        raise ConfigError(
+                            f"{_locate(key, changes, where, name)}: {e.message}"
+                        ) from None
+    try:
+        ViTConfig.from_dict(model)
+    except ValueError as e:
+        name = str(e).split()[0]
+        raise ConfigError(
+            f"{_locate(name, changes, where, 'model')}: {e} (run {changes}); choose values "
+            "that divide preprocess.image_size"
+        ) from None
+
+
+def _locate(key: str, changes: dict, where: str, section: str) -> str:
+    """The config key a user must edit for this setting."""
+    return f"{where}.{key}" if key in changes else f"{section}.{key}"

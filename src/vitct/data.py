@@ -1,0 +1,62 @@
+"""Image decoding and the preprocessed array cache that every training job reads.
+
+One function turns a file into model input (`load_grey`), used by preprocessing, evaluation and
+prediction alike, so the model sees the same pixels everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Kaggle layout: class folder name -> label index. COVID is the positive class (1).
+CLASS_DIRS = ("COVID", "non-COVID")
+CLASS_NAMES = ("non-COVID", "COVID")  # index = label
+POSITIVE_LABEL = 1
+
+
+def label_of(class_dir: str) -> int:
+    return CLASS_NAMES.index(class_dir)
+
+
+def to_grey(img: Image.Image) -> Image.Image:
+    """Single-channel grey, whatever the file's mode.
+
+    The real data's colour modes leak the label (COVID files are RGB or RGBA, non-COVID files are
+    all RGBA), so every image is reduced to luminance; the (opaque) alpha channel is dropped.
+    """
+    if img.mode in ("I;16", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        span = a.max() - a.min()
+        a = (a - a.min()) / span * 255 if span else np.zeros_like(a)
+        return Image.fromarray(a.astype(np.uint8))
+    return img.convert("L")  # ITU-R 601 luma; alpha is ignored
+
+
+def load_grey(source, image_size: int) -> np.ndarray:
+    """Decode an image (path or file object), grey it and resize to a square uint8 array."""
+    with Image.open(source) as img:
+        img.load()
+        grey = to_grey(img)
+    resized = grey.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def save_cache(path: str | Path, arrays: dict) -> None:
+    """Arrays per split in one uncompressed .npz (fast to memory-map and load)."""
+    np.savez(path, **arrays)
+
+
+def load_cache(path: str | Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def normalise(images, mean: float, std: float):
+    """uint8 (N, H, W) -> float (N, 1, H, W) standardised with the training set's statistics."""
+    import torch  # here, so that data handling without a model does not load torch
+
+    x = torch.as_tensor(images).float().div_(255.0)
+    return x.sub_(mean).div_(std).unsqueeze(1)

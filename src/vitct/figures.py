@@ -1,0 +1,135 @@
+"""Figures: training curves, the sweep grid, confusion matrix, ROC and attention maps."""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
+
+from vitct.data import CLASS_NAMES  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_history(history: pd.DataFrame, path, title: str = "") -> None:
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax_loss.plot(history.epoch, history.train_loss, label="train")
+    ax_loss.plot(history.epoch, history.val_loss, label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.plot(history.epoch, history.train_accuracy, label="train")
+    ax_acc.plot(history.epoch, history.val_accuracy, label="validation")
+    ax_acc.plot(history.epoch, history.val_mcc, label="validation MCC", linestyle="--")
+    ax_acc.set(xlabel="epoch", ylabel="score", title="accuracy / MCC", ylim=(-0.05, 1.02))
+    for ax in (ax_loss, ax_acc):
+        ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_grid(summary: pd.DataFrame, params: list[str], metric: str, path) -> None:
+    """Heatmaps of the selection metric: first two swept settings as axes, one panel per
+    combination of the others."""
+    if len(params) == 1:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        sns.barplot(data=summary, x=params[0], y=metric, ax=ax, color="tab:blue")
+        ax.set(ylabel=metric)
+        _save(fig, path)
+        return
+    rows, cols, rest = params[0], params[1], params[2:]
+    panels = list(summary.groupby(rest)) if rest else [((), summary)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 3.4), squeeze=False)
+    lo, hi = summary[metric].min(), summary[metric].max()
+    for ax, (key, frame) in zip(axes[0], panels, strict=True):
+        table = frame.pivot_table(index=rows, columns=cols, values=metric)
+        sns.heatmap(table, annot=True, fmt=".3f", vmin=lo, vmax=hi, cmap="viridis", ax=ax,
+                    cbar=ax is axes[0][-1])  # fmt: skip
+        key = key if isinstance(key, tuple) else (key,)
+        ax.set_title(", ".join(f"{p}={v}" for p, v in zip(rest, key, strict=True)) or metric)
+    fig.suptitle(f"validation {metric} per combination")
+    _save(fig, path)
+
+
+def plot_confusion(y_true, y_pred, path) -> None:
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=[0, 1], display_labels=CLASS_NAMES, ax=ax, colorbar=False,
+        cmap="Blues",
+    )  # fmt: skip
+    ax.set_title("test confusion matrix")
+    _save(fig, path)
+
+
+def plot_roc(y_true, prob_covid, path) -> None:
+    fig, ax = plt.subplots(figsize=(4, 3.8))
+    RocCurveDisplay.from_predictions(y_true, prob_covid, pos_label=1, name="ViT", ax=ax)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_title("test ROC (COVID positive)")
+    _save(fig, path)
+
+
+def plot_patch_grid(image: np.ndarray, patch_size: int, path) -> None:
+    """The image cut into the patches the model sees as tokens."""
+    n = image.shape[0] // patch_size
+    fig = plt.figure(figsize=(7.5, 3.6))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.imshow(image, cmap="gray")
+    for k in range(1, n):
+        ax.axhline(k * patch_size - 0.5, color="yellow", lw=0.6)
+        ax.axvline(k * patch_size - 0.5, color="yellow", lw=0.6)
+    ax.set_title(f"{n}x{n} patches of {patch_size}px")
+    ax.axis("off")
+    sub = fig.add_gridspec(n, n, left=0.53, right=0.97, wspace=0.08, hspace=0.08)
+    for i, j in itertools.product(range(n), range(n)):
+        a = fig.add_subplot(sub[i, j])
+        a.imshow(image[i * patch_size : (i + 1) * patch_size, j * patch_size : (j + 1) * patch_size],
+                 cmap="gray", vmin=0, vmax=255)  # fmt: skip
+        a.axis("off")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _overlay(ax, image, heat, title):
+    ax.imshow(image, cmap="gray")
+    ax.imshow(heat, cmap="jet", alpha=0.45, extent=(-0.5, image.shape[1] - 0.5,
+              image.shape[0] - 0.5, -0.5), interpolation="bilinear")  # fmt: skip
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_head_maps(image: np.ndarray, maps: np.ndarray, title: str, path) -> None:
+    """maps: (layers, heads, grid, grid) -> one panel per layer (rows) and head (columns)."""
+    layers, heads = maps.shape[:2]
+    fig, axes = plt.subplots(layers, heads + 1, figsize=(1.9 * (heads + 1), 1.9 * layers + 0.5),
+                             squeeze=False)  # fmt: skip
+    for layer in range(layers):
+        axes[layer][0].imshow(image, cmap="gray")
+        axes[layer][0].set_title(f"layer {layer + 1}", fontsize=8)
+        axes[layer][0].axis("off")
+        for head in range(heads):
+            _overlay(axes[layer][head + 1], image, maps[layer, head], f"head {head + 1}")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_rollouts(images, maps, titles, path) -> None:
+    """Attention rollout over each image (one column each)."""
+    fig, axes = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.6), squeeze=False)
+    for k, (image, heat, title) in enumerate(zip(images, maps, titles, strict=True)):
+        axes[0][k].imshow(image, cmap="gray")
+        axes[0][k].set_title(title, fontsize=7)
+        axes[0][k].axis("off")
+        _overlay(axes[1][k], image, heat, "rollout")
+    _save(fig, path)

@@ -1,0 +1,167 @@
+"""The Vision Transformer, written on torch primitives and readable in one sitting.
+
+The original study's family: a convolutional patch embedding, N pre-norm self-attention blocks,
+a linear head. Switches for small data sets (a convolutional tokenizer, mean or sequence pooling
+instead of a class token, stochastic depth) sit beside it, each one config key.
+
+Where dropout acts, and why: `dropout` is applied to the embeddings, to the output of every
+attention projection and inside every MLP (timm's `drop_rate`/`proj_drop`). It is *not* applied
+to the attention weights by default (`attn_dropout: 0`), because on the CPU any dropout inside
+`scaled_dot_product_attention` makes PyTorch leave its fused kernel for a 3-8x slower one that
+materialises every attention matrix (5x the memory at patch 8).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitct.settings import ViTConfig
+
+
+class PatchEmbed(nn.Module):
+    """Image -> sequence of tokens, one per patch."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        if cfg.tokenizer == "patch":
+            self.proj = nn.Conv2d(cfg.in_channels, cfg.embed_dim, cfg.patch_size, cfg.patch_size)
+        else:
+            # CCT-style stem: overlapping convolutions keep local texture (ground glass) that a
+            # single strided conv averages away; the pooling brings it down to the patch grid.
+            stride = cfg.patch_size
+            layers, channels = [], cfg.in_channels
+            width = cfg.embed_dim // 2
+            while stride > 1:
+                layers += [
+                    nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(2),
+                ]
+                channels, stride = width, stride // 2
+                width = cfg.embed_dim
+            layers.append(nn.Conv2d(channels, cfg.embed_dim, 1))
+            self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        self.attn_dropout = cfg.attn_dropout
+        self.proj_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if return_weights:
+            # Inspection path: the fused kernel never forms the attention matrix, so form it here.
+            weights = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+            out = weights @ v
+        else:
+            weights = None
+            p = self.attn_dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))
+        return out, weights
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole residual branch per sample while training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], 1, 1, device=x.device) >= self.p
+        return x * keep / (1.0 - self.p)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ViTConfig, drop_path: float):
+        super().__init__()
+        hidden = int(cfg.embed_dim * cfg.mlp_ratio)
+        self.norm1 = nn.LayerNorm(cfg.embed_dim)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.embed_dim, hidden),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(hidden, cfg.embed_dim),
+            nn.Dropout(cfg.dropout),
+        )
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        attn_out, weights = self.attn(self.norm1(x), return_weights)
+        x = x + self.drop_path(attn_out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+class ViT(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        n_tokens = cfg.grid_size**2
+        self.cls_token = (
+            nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.pooling == "cls" else None
+        )
+        self.pos_embed = nn.Parameter(
+            torch.randn(1, n_tokens + (cfg.pooling == "cls"), cfg.embed_dim) * 0.02
+        )
+        self.embed_drop = nn.Dropout(cfg.dropout)
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()  # deeper blocks drop more
+        self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+        self.pool_attn = nn.Linear(cfg.embed_dim, 1) if cfg.pooling == "seq" else None
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        """Logits (B, classes); with return_attention also a list of (B, heads, N, N) per layer."""
+        x = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.embed_drop(x + self.pos_embed)
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x, return_attention)
+            attentions.append(weights)
+        x = self.norm(x)
+        if self.cfg.pooling == "cls":
+            x = x[:, 0]
+        elif self.cfg.pooling == "mean":
+            x = x.mean(dim=1)
+        else:  # sequence pooling (CCT): a learned weighting of all tokens
+            x = (self.pool_attn(x).softmax(dim=1) * x).sum(dim=1)
+        logits = self.head(x)
+        return (logits, attentions) if return_attention else logits
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

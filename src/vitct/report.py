@@ -1,0 +1,114 @@
+"""The HTML report: one self-contained file (figures embedded) that says which data made it."""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from vitct.manifest import colour_mode_table
+from vitct.split import split_summary
+
+PACKAGES = ("vitct", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "snakemake",
+            "matplotlib", "seaborn", "pillow", "safetensors")  # fmt: skip
+HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
+
+
+def embed_png(path: str | Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_revision(where: Path) -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, text=True,
+                             capture_output=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, text=True, capture_output=True).stdout.strip()  # fmt: skip
+        return rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def benchmark_table(folder: str | Path) -> pd.DataFrame:
+    """Run time and peak memory per job from the rules' benchmark files."""
+    rows = []
+    for path in sorted(Path(folder).rglob("*.tsv")):
+        b = pd.read_csv(path, sep="\t")
+        job = str(path.relative_to(folder).with_suffix(""))
+        rows.append({"job": job, "seconds": b["s"].iloc[0], "max_rss_mb": b["max_rss"].iloc[0]})
+    return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
+
+
+def _table(frame: pd.DataFrame, **kw) -> str:
+    return frame.to_html(classes="table", border=0, float_format=lambda v: f"{v:.4g}", **kw)
+
+
+def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: str | Path) -> str:
+    receipt = json.loads(Path(inputs["receipt"]).read_text())
+    manifest = pd.read_csv(inputs["manifest"], sep="\t", keep_default_na=False)
+    rejects = pd.read_csv(inputs["rejects"], sep="\t", keep_default_na=False)
+    split = pd.read_csv(inputs["split"], sep="\t", keep_default_na=False)
+    summary = pd.read_csv(inputs["summary"], sep="\t")
+    best = json.loads(Path(inputs["best"]).read_text())
+    metrics = json.loads(Path(inputs["metrics"]).read_text())
+    train_metrics = json.loads(Path(inputs["train_metrics"]).read_text())
+    metric_col = best["selection_metric"]
+    summary = summary.sort_values(metric_col, ascending=False)
+    bench = benchmark_table(benchmarks)
+    ci = metrics.get("ci95", {})
+    headline = pd.DataFrame(
+        [{"metric": m, "value": metrics[m],
+          "95% CI": "[{:.3f}, {:.3f}]".format(*ci[m]) if m in ci else ""} for m in HEADLINE]
+    )  # fmt: skip
+    env = Environment(loader=PackageLoader("vitct"), autoescape=select_autoescape())
+    template = env.get_template("report.html")
+    return template.render(
+        receipt=receipt,
+        n_images=len(manifest),
+        n_duplicates=int((manifest.duplicate_of != "").sum()),
+        colour_modes=_table(colour_mode_table(manifest)),
+        rejects=_table(rejects, index=False) if len(rejects) else "",
+        split=_table(split_summary(split)),
+        config=yaml.safe_dump(config, sort_keys=False),
+        sweep=_table(summary.drop(columns=["run"]), index=False),
+        n_runs=len(summary),
+        best=best,
+        final_params=train_metrics["params"],
+        final_model=train_metrics["model"],
+        final_parameters=train_metrics["parameters"],
+        best_epoch=train_metrics["best_epoch"],
+        epochs_run=train_metrics["epochs_run"],
+        headline=_table(headline, index=False),
+        metrics=metrics,
+        figures={
+            k: embed_png(inputs[k])
+            for k in ("grid", "curves", "confusion", "roc", "patch_grid", "rollout")
+        },  # fmt: skip
+        head_figures=[embed_png(p) for p in inputs["heads"]],
+        versions=package_versions(),
+        revision=git_revision(Path(code_dir)),
+        seeds={
+            "split": config["split"]["seed"],
+            "training": config["training"]["seed"],
+            "demo data": config["dataset"]["demo"]["seed"],
+        },  # fmt: skip
+        benchmarks=_table(bench, index=False) if len(bench) else "",
+        total_seconds=float(bench["seconds"].sum()) if len(bench) else 0.0,
+    )

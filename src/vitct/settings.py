@@ -1,0 +1,74 @@
+"""The settings of one model and one training run, as dataclasses (no torch import, so the
+Snakefile can check a config quickly)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class ViTConfig:
+    image_size: int = 64
+    in_channels: int = 1
+    num_classes: int = 2
+    patch_size: int = 16
+    embed_dim: int = 64
+    depth: int = 3
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0
+    tokenizer: str = "patch"  # "patch": one strided conv; "conv": conv-relu-pool stem (CCT)
+    pooling: str = "cls"  # "cls": class token; "mean": average of tokens; "seq": attention pool
+
+    def __post_init__(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"patch_size {self.patch_size} does not divide image_size {self.image_size}"
+            )
+        if self.embed_dim % self.heads:
+            raise ValueError(f"heads {self.heads} does not divide embed_dim {self.embed_dim}")
+        if self.tokenizer not in ("patch", "conv"):
+            raise ValueError(f"tokenizer must be 'patch' or 'conv', not {self.tokenizer!r}")
+        if self.pooling not in ("cls", "mean", "seq"):
+            raise ValueError(f"pooling must be 'cls', 'mean' or 'seq', not {self.pooling!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ViTConfig:
+        """Take the keys that belong to the model and ignore the rest (training keys)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0
+    patience: int = 0  # epochs without improvement before stopping; 0 never stops early
+    selection_metric: str = "mcc"  # validation metric that picks the best epoch
+    seed: int = 0
+    device: str = "auto"  # "auto": CUDA when present, else CPU
+    augment: bool = True
+    hflip: bool = True
+    rotate_degrees: float = 10.0
+    scale_range: float = 0.1  # random resized crop as a zoom of +-10 %
+    translate: float = 0.05
+    intensity_jitter: float = 0.1
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})

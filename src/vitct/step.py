@@ -1,0 +1,55 @@
+"""Shared harness for the workflow's step scripts: log file, threads, and clean failures.
+
+Every step writes its progress to the rule's log. An expected failure (bad data, bad config, a
+download that cannot happen) ends with one message that says what to do, printed to the log and
+to the console, instead of a traceback wall; anything unexpected keeps its full traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A failure the user can fix; its message says how."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from vitct.artifact import ArtifactError
+    from vitct.manifest import DataLayoutError
+    from vitct.train import NonFiniteLossError
+
+    return (UserError, DataLayoutError, ArtifactError, NonFiniteLossError)
+
+
+def run(snakemake, main: Callable[..., None]) -> None:
+    """Run main(snakemake) with logging to snakemake.log[0] and torch limited to the job's
+    threads."""
+    console = sys.stderr
+    log_path = snakemake.log[0]
+    with open(log_path, "w", buffering=1) as log_file:
+        sys.stderr = log_file  # tqdm and warnings land in the log too
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        try:
+            from vitct.train import configure_threads
+
+            configure_threads(snakemake.threads)
+            main(snakemake)
+        except _expected_errors() as e:
+            message = f"{type(e).__name__}: {e}"
+            logging.error(message)
+            print(f"\nvitct: rule '{snakemake.rule}' failed: {message}\n(log: {log_path})",
+                  file=console)  # fmt: skip
+            sys.exit(1)
+        except BaseException:
+            logging.error("unexpected failure:\n%s", traceback.format_exc())
+            raise
+        finally:
+            sys.stderr = console

@@ -1,0 +1,98 @@
+rule train_final:
+    input:
+        cache=rules.preprocess.output.cache,
+        best=rules.aggregate_sweep.output.best,
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
+        code=TRAINING_CODE + package_files("artifact"),
+    output:
+        model=f"{RESULTS}/final/model.safetensors",
+        model_config=f"{RESULTS}/final/model_config.json",
+        metrics=f"{RESULTS}/final/train_metrics.json",
+        history=f"{RESULTS}/final/history.tsv",
+        curves=report(
+            f"{RESULTS}/final/curves.png",
+            caption="../report/final_curves.rst",
+            category="Final model",
+        ),
+    params:
+        base={key: config[key] for key in ("model", "training", "preprocess")},
+        overrides=config["final"]["overrides"],
+    threads: config["final"]["threads"]
+    resources:
+        mem_mb=config["final"]["mem_mb"],
+        runtime=config["final"]["runtime"],
+    log:
+        f"{LOGS}/train_final.log",
+    benchmark:
+        f"{BENCH}/train_final.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+rule evaluate:
+    input:
+        model=rules.train_final.output.model,
+        cache=rules.preprocess.output.cache,
+        split=rules.split_manifest.output.split,
+        code=package_files("metrics", "figures", "artifact"),
+    output:
+        metrics=f"{RESULTS}/final/metrics.json",
+        predictions=f"{RESULTS}/final/predictions.csv",
+        confusion=report(
+            f"{RESULTS}/final/confusion_matrix.png",
+            caption="../report/confusion.rst",
+            category="Final model",
+        ),
+        roc=report(
+            f"{RESULTS}/final/roc.png", caption="../report/roc.rst", category="Final model"
+        ),
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+    threads: config["final"]["threads"]
+    log:
+        f"{LOGS}/evaluate.log",
+    benchmark:
+        f"{BENCH}/evaluate.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"
+
+
+rule attention_maps:
+    input:
+        model=rules.train_final.output.model,
+        cache=rules.preprocess.output.cache,
+        predictions=rules.evaluate.output.predictions,
+        code=package_files("attention", "figures"),
+    output:
+        patch_grid=report(
+            f"{RESULTS}/final/attention/patch_grid.png",
+            caption="../report/patch_grid.rst",
+            category="Attention",
+        ),
+        heads=report(
+            expand(
+                f"{RESULTS}/final/attention/heads_{{k}}.png",
+                k=range(1, config["evaluation"]["attention_images"] + 1),
+            ),
+            caption="../report/attention_heads.rst",
+            category="Attention",
+        ),
+        rollout=report(
+            f"{RESULTS}/final/attention/rollout.png",
+            caption="../report/rollout.rst",
+            category="Attention",
+        ),
+    params:
+        n_images=config["evaluation"]["attention_images"],
+    threads: config["final"]["threads"]
+    log:
+        f"{LOGS}/attention_maps.log",
+    conda:
+        ENV
+    script:
+        "../scripts/attention_maps.py"

@@ -1,0 +1,55 @@
+rule train_sweep:
+    input:
+        cache=rules.preprocess.output.cache,
+        code=TRAINING_CODE,
+    output:
+        metrics=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/metrics.json",
+        history=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/history.tsv",
+        curves=report(
+            f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/curves.png",
+            caption="../report/sweep_curves.rst",
+            category="Sweep",
+            subcategory="Training curves",
+        ),
+        model=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/model.safetensors",
+    params:
+        settings=sweep_settings,
+        swept=combination,
+    threads: config["sweep"]["threads"]
+    resources:
+        mem_mb=config["sweep"]["mem_mb"],
+        runtime=config["sweep"]["runtime"],
+    log:
+        f"{LOGS}/sweep/{paramspace.wildcard_pattern}.log",
+    benchmark:
+        f"{BENCH}/sweep/{paramspace.wildcard_pattern}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+rule aggregate_sweep:
+    input:
+        metrics=expand(
+            f"{RESULTS}/sweep/{{params}}/metrics.json", params=paramspace.instance_patterns
+        ),
+    output:
+        summary=report(
+            f"{RESULTS}/sweep/summary.tsv",
+            caption="../report/sweep_summary.rst",
+            category="Sweep",
+        ),
+        best=f"{RESULTS}/sweep/best_params.json",
+        figure=report(
+            f"{RESULTS}/sweep/grid.png", caption="../report/sweep_grid.rst", category="Sweep"
+        ),
+    params:
+        grid=GRID,
+        metric=config["training"]["selection_metric"],
+    log:
+        f"{LOGS}/aggregate_sweep.log",
+    conda:
+        ENV
+    script:
+        "../scripts/aggregate_sweep.py"

@@ -1,0 +1,24 @@
+"""Gather every combination's validation metrics, pick the best, draw the grid."""
+
+import json
+import logging
+from pathlib import Path
+
+from vitct import step
+from vitct.figures import plot_grid
+from vitct.sweep import pick_best, summarise
+
+
+def main(snakemake):
+    params = list(snakemake.params.grid)
+    metric = snakemake.params.metric
+    summary = summarise(snakemake.input.metrics, params)
+    summary.to_csv(snakemake.output.summary, sep="\t", index=False, float_format="%.6g")
+    best = pick_best(summary, params, metric)
+    Path(snakemake.output.best).write_text(json.dumps(best, indent=2))
+    plot_grid(summary, params, f"val_{metric}", snakemake.output.figure)
+    logging.info("best of %d combinations: %s (%s = %.4f)", len(summary), best["params"],
+                 best["selection_metric"], best["value"])  # fmt: skip
+
+
+step.run(snakemake, main)  # noqa: F821

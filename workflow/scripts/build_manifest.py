@@ -1,0 +1,23 @@
+"""One row per usable image (hash, size, colour mode, duplicates), one per rejected file."""
+
+import json
+import logging
+from pathlib import Path
+
+from vitct import step
+from vitct.manifest import build_manifest, colour_mode_table
+
+
+def main(snakemake):
+    root = json.loads(Path(snakemake.input.receipt).read_text())["root"]
+    manifest, rejects = build_manifest(root)
+    manifest.to_csv(snakemake.output.manifest, sep="\t", index=False)
+    rejects.to_csv(snakemake.output.rejects, sep="\t", index=False)
+    logging.info("%d images, %d exact duplicates, %d rejected", len(manifest),
+                 (manifest.duplicate_of != "").sum(), len(rejects))  # fmt: skip
+    for row in rejects.itertuples():
+        logging.warning("rejected %s: %s", row.path, row.reason)
+    logging.info("colour modes per class:\n%s", colour_mode_table(manifest))
+
+
+step.run(snakemake, main)  # noqa: F821

@@ -1,0 +1,63 @@
+"""Train one model: a sweep combination, or the final model with the best combination."""
+
+import json
+from pathlib import Path
+
+from vitct import step
+from vitct.artifact import save_artifact
+from vitct.config import run_settings
+from vitct.data import load_cache
+from vitct.figures import plot_history
+from vitct.manifest import sha256_of
+from vitct.settings import TrainConfig, ViTConfig
+from vitct.train import fingerprint, train
+
+
+def main(snakemake):
+    if "best" in snakemake.input.keys():  # final training: best combination + overrides
+        best = json.loads(Path(snakemake.input.best).read_text())["params"]
+        changes = {**best, **snakemake.params.overrides}
+        model_settings, train_settings = run_settings(snakemake.params.base, changes)
+    else:
+        changes = dict(snakemake.params.swept)
+        model_settings, train_settings = snakemake.params.settings
+    model_cfg = ViTConfig.from_dict(model_settings)
+    train_cfg = TrainConfig.from_dict(train_settings)
+    cache = load_cache(snakemake.input.cache)
+    out = Path(snakemake.output.metrics).parent
+    resume = out / "resume.pt"  # not an output: Snakemake keeps it when a job is interrupted
+    model, history, best_row = train(
+        model_cfg, train_cfg, cache, resume_path=resume,
+        run_id=fingerprint(model_cfg, train_cfg, snakemake.input.cache),
+    )  # fmt: skip
+    history.to_csv(snakemake.output.history, sep="\t", index=False, float_format="%.6g")
+    plot_history(history, snakemake.output.curves, title=", ".join(
+        f"{k}={v}" for k, v in changes.items()))  # fmt: skip
+    metrics = {
+        "params": changes,
+        "model": model_cfg.to_dict(),
+        "training": train_cfg.__dict__,
+        "best_epoch": best_row["epoch"],
+        "epochs_run": len(history),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **{k: v for k, v in best_row.items() if k.startswith("val_")},
+    }
+    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    provenance = {}
+    if "receipt" in snakemake.input.keys():
+        provenance = json.loads(Path(snakemake.input.receipt).read_text())
+        provenance["manifest_sha256"] = sha256_of(Path(snakemake.input.manifest))
+        Path(snakemake.output.model_config).write_text(
+            json.dumps(model_cfg.to_dict(), indent=2, sort_keys=True)
+        )
+    save_artifact(
+        snakemake.output.model, model,
+        preprocessing={"image_size": model_cfg.image_size, "grey": "PIL convert('L')",
+                       "mean": float(cache["mean"]), "std": float(cache["std"])},
+        training=train_cfg.__dict__, data=provenance,
+        validation={k: v for k, v in metrics.items() if k.startswith("val_")},
+    )  # fmt: skip
+    resume.unlink(missing_ok=True)
+
+
+step.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
