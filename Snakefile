@@ -3,7 +3,12 @@
 #   snakemake --cores 4 --configfile config/demo.yaml    built-in synthetic demo data
 
 
-configfile: "config/config.yaml"
+# The default config. A --configfile given on the command line replaces it instead of being
+# merged into it, so a grid or override in the user's file is exactly what runs (keys it leaves
+# out take the schema's defaults, which match this file).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -11,9 +16,19 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/final.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
+
+
+# Light steps run in the Snakemake process itself, not as cluster jobs (profiles/slurm).
+localrules:
+    fetch_data,
+    build_manifest,
+    split_manifest,
+    aggregate_sweep,
+    report,
 
 
 rule all:
+    default_target: True
     input:
         "results/report.html",
-    default_target: True

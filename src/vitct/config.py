@@ -31,6 +31,28 @@ def run_settings(config: dict, changes: dict) -> tuple[dict, dict]:
     return model, training
 
 
+def schema_problems(config: dict, schema: dict) -> list[str]:
+    """Short messages, one per schema violation, each naming the config key (dotted path).
+
+    snakemake.utils.validate then fills in the defaults; its own messages print the whole
+    schema, so these come first.
+    """
+    problems = []
+    validator = jsonschema.Draft202012Validator(schema)
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in error.absolute_path)
+        if error.validator == "additionalProperties":
+            allowed = error.schema.get("properties", {})
+            for key in sorted(set(error.instance) - set(allowed)):
+                problems.append(
+                    f"{where + '.' if where else ''}{key}: unknown key; "
+                    f"{'known keys: ' + ', '.join(allowed) if allowed else 'not allowed here'}"
+                )
+        else:
+            problems.append(f"{where or 'config'}: {error.message}")
+    return problems
+
+
 def check(config: dict, schema: dict | None = None) -> None:
     """Raise ConfigError naming the key for every cross-field rule the schema cannot state."""
     fractions = config["split"]["fractions"]

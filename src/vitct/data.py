@@ -35,23 +35,51 @@ def to_grey(img: Image.Image) -> Image.Image:
     return img.convert("L")  # ITU-R 601 luma; alpha is ignored
 
 
-def load_grey(source, image_size: int) -> np.ndarray:
-    """Decode an image (path or file object), grey it and resize to a square uint8 array."""
+def open_grey(source) -> Image.Image:
+    """Decode an image (path or file object) fully and grey it."""
     with Image.open(source) as img:
         img.load()
-        grey = to_grey(img)
-    resized = grey.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=None)
+        return to_grey(img)
+
+
+def square(grey: Image.Image, size: int) -> np.ndarray:
+    """Resize a grey image to a square uint8 array."""
+    resized = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(resized, dtype=np.uint8)
 
 
+def load_grey(source, image_size: int) -> np.ndarray:
+    """The model input of one image file: decoded, grey, resized to a square uint8 array."""
+    return square(open_grey(source), image_size)
+
+
 def save_cache(path: str | Path, arrays: dict) -> None:
-    """Arrays per split in one uncompressed .npz (fast to memory-map and load)."""
+    """Arrays in one uncompressed .npz (fast to load)."""
     np.savez(path, **arrays)
 
 
 def load_cache(path: str | Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def load_splits(cache_path: str | Path, split_path: str | Path) -> dict:
+    """The cached images cut into train/val/test by the split table: `{split}_x`, `{split}_y`,
+    `{split}_paths`, plus the training set's pixel mean and std for standardisation."""
+    import pandas as pd
+
+    cache = load_cache(cache_path)
+    table = pd.read_csv(split_path, sep="\t", keep_default_na=False)
+    row_of = {p: i for i, p in enumerate(cache["paths"])}
+    out = {}
+    for split in ("train", "val", "test"):
+        rows = np.array([row_of[p] for p in table.path[table.split == split]], dtype=np.int64)
+        out[f"{split}_x"] = cache["x"][rows]
+        out[f"{split}_y"] = cache["y"][rows]
+        out[f"{split}_paths"] = cache["paths"][rows]
+    train = out["train_x"].astype(np.float64) / 255.0
+    out["mean"], out["std"] = float(train.mean()), float(train.std())
+    return out
 
 
 def normalise(images, mean: float, std: float):

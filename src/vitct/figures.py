@@ -54,8 +54,16 @@ def plot_grid(summary: pd.DataFrame, params: list[str], metric: str, path) -> No
     lo, hi = summary[metric].min(), summary[metric].max()
     for ax, (key, frame) in zip(axes[0], panels, strict=True):
         table = frame.pivot_table(index=rows, columns=cols, values=metric)
-        sns.heatmap(table, annot=True, fmt=".3f", vmin=lo, vmax=hi, cmap="viridis", ax=ax,
-                    cbar=ax is axes[0][-1])  # fmt: skip
+        sns.heatmap(
+            table,
+            annot=True,
+            fmt=".3f",
+            vmin=lo,
+            vmax=hi,
+            cmap="viridis",
+            ax=ax,
+            cbar=ax is axes[0][-1],
+        )
         key = key if isinstance(key, tuple) else (key,)
         ax.set_title(", ".join(f"{p}={v}" for p, v in zip(rest, key, strict=True)) or metric)
     fig.suptitle(f"validation {metric} per combination")
@@ -65,9 +73,14 @@ def plot_grid(summary: pd.DataFrame, params: list[str], metric: str, path) -> No
 def plot_confusion(y_true, y_pred, path) -> None:
     fig, ax = plt.subplots(figsize=(4, 3.6))
     ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=[0, 1], display_labels=CLASS_NAMES, ax=ax, colorbar=False,
+        y_true,
+        y_pred,
+        labels=[0, 1],
+        display_labels=CLASS_NAMES,
+        ax=ax,
+        colorbar=False,
         cmap="Blues",
-    )  # fmt: skip
+    )
     ax.set_title("test confusion matrix")
     _save(fig, path)
 
@@ -94,8 +107,8 @@ def plot_patch_grid(image: np.ndarray, patch_size: int, path) -> None:
     sub = fig.add_gridspec(n, n, left=0.53, right=0.97, wspace=0.08, hspace=0.08)
     for i, j in itertools.product(range(n), range(n)):
         a = fig.add_subplot(sub[i, j])
-        a.imshow(image[i * patch_size : (i + 1) * patch_size, j * patch_size : (j + 1) * patch_size],
-                 cmap="gray", vmin=0, vmax=255)  # fmt: skip
+        tile = image[i * patch_size : (i + 1) * patch_size, j * patch_size : (j + 1) * patch_size]
+        a.imshow(tile, cmap="gray", vmin=0, vmax=255)
         a.axis("off")
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -103,8 +116,13 @@ def plot_patch_grid(image: np.ndarray, patch_size: int, path) -> None:
 
 def _overlay(ax, image, heat, title):
     ax.imshow(image, cmap="gray")
-    ax.imshow(heat, cmap="jet", alpha=0.45, extent=(-0.5, image.shape[1] - 0.5,
-              image.shape[0] - 0.5, -0.5), interpolation="bilinear")  # fmt: skip
+    ax.imshow(
+        heat,
+        cmap="jet",
+        alpha=0.45,
+        extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
+        interpolation="bilinear",
+    )
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
@@ -112,8 +130,9 @@ def _overlay(ax, image, heat, title):
 def plot_head_maps(image: np.ndarray, maps: np.ndarray, title: str, path) -> None:
     """maps: (layers, heads, grid, grid) -> one panel per layer (rows) and head (columns)."""
     layers, heads = maps.shape[:2]
-    fig, axes = plt.subplots(layers, heads + 1, figsize=(1.9 * (heads + 1), 1.9 * layers + 0.5),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        layers, heads + 1, figsize=(1.9 * (heads + 1), 1.9 * layers + 0.5), squeeze=False
+    )
     for layer in range(layers):
         axes[layer][0].imshow(image, cmap="gray")
         axes[layer][0].set_title(f"layer {layer + 1}", fontsize=8)
@@ -132,4 +151,15 @@ def plot_rollouts(images, maps, titles, path) -> None:
         axes[0][k].set_title(title, fontsize=7)
         axes[0][k].axis("off")
         _overlay(axes[1][k], image, heat, "rollout")
+    _save(fig, path)
+
+
+def plot_overlay(image: np.ndarray, heat: np.ndarray, title: str, path) -> None:
+    """One image beside its attention heat map (used by prediction, one file per image)."""
+    fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.5))
+    axes[0].imshow(image, cmap="gray")
+    axes[0].set_title("input", fontsize=8)
+    axes[0].axis("off")
+    _overlay(axes[1], image, heat, "attention rollout")
+    fig.suptitle(title, fontsize=8)
     _save(fig, path)

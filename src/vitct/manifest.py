@@ -16,8 +16,15 @@ from tqdm import tqdm
 from vitct.data import CLASS_DIRS, label_of
 
 MANIFEST_COLUMNS = [
-    "path", "class_dir", "label", "sha256", "width", "height", "mode", "duplicate_of",
-]  # fmt: skip
+    "path",
+    "class_dir",
+    "label",
+    "sha256",
+    "width",
+    "height",
+    "mode",
+    "duplicate_of",
+]
 REJECT_COLUMNS = ["path", "class_dir", "reason"]
 
 
@@ -79,9 +86,14 @@ def build_manifest(root: str | Path, progress: bool = True) -> tuple[pd.DataFram
             rejects.append({"path": rel, "class_dir": class_dir, "reason": reason})
             continue
         rows.append(
-            {"path": rel, "class_dir": class_dir, "label": label_of(class_dir),
-             "sha256": sha256_of(path), **info}
-        )  # fmt: skip
+            {
+                "path": rel,
+                "class_dir": class_dir,
+                "label": label_of(class_dir),
+                "sha256": sha256_of(path),
+                **info,
+            }
+        )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1])
     manifest, conflicts = _mark_duplicates(manifest)
     rejects = pd.concat([pd.DataFrame(rejects, columns=REJECT_COLUMNS), conflicts])

@@ -37,8 +37,11 @@ def binary_metrics(y_true, prob_covid, threshold: float = 0.5) -> dict:
         ),
         "recall_macro": float(skm.recall_score(y_true, y_pred, average="macro", zero_division=0)),
         "f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn),
-    }  # fmt: skip
+        "tp": int(tp),
+        "fp": int(fp),
+        "tn": int(tn),
+        "fn": int(fn),
+    }
 
 
 def bootstrap_intervals(

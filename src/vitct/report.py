@@ -16,8 +16,19 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from vitct.manifest import colour_mode_table
 from vitct.split import split_summary
 
-PACKAGES = ("vitct", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "snakemake",
-            "matplotlib", "seaborn", "pillow", "safetensors")  # fmt: skip
+PACKAGES = (
+    "vitct",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "snakemake",
+    "matplotlib",
+    "seaborn",
+    "pillow",
+    "safetensors",
+)
 HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
 
 
@@ -37,10 +48,19 @@ def package_versions() -> dict:
 
 def git_revision(where: Path) -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, text=True,
-                             capture_output=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=where, text=True, capture_output=True).stdout.strip()  # fmt: skip
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=where,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            text=True,
+            capture_output=True,
+        ).stdout.strip()
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -60,6 +80,50 @@ def _table(frame: pd.DataFrame, **kw) -> str:
     return frame.to_html(classes="table", border=0, float_format=lambda v: f"{v:.4g}", **kw)
 
 
+def _strategy_table(baseline: dict) -> str:
+    rows = []
+    for strategy in ("random", "grouped"):
+        b = baseline[strategy]
+        unseen = b["no_near_duplicate_in_train"]
+        near = b["test_with_near_duplicate_in_train"]
+        rows.append(
+            {
+                "split strategy": strategy
+                + (" (used)" if strategy == baseline["used_strategy"] else ""),
+                "test images with a near-duplicate training slice": f"{near:.1%}",
+                "1-NN accuracy": b["all_test"]["accuracy"],
+                "1-NN MCC": b["all_test"]["mcc"],
+                "1-NN accuracy, no near-duplicate": unseen.get("accuracy", float("nan")),
+                "n, no near-duplicate": unseen.get("n", 0),
+            }
+        )
+    return _table(pd.DataFrame(rows), index=False)
+
+
+def _versus_baseline(metrics: dict, baseline: dict) -> list[dict]:
+    """ViT against the 1-NN pixel baseline, overall and on the unseen test images."""
+    rows = []
+    for label, vit, knn in (
+        ("all test images", metrics, baseline["all_test"]),
+        (
+            "test images with no near-duplicate training slice",
+            metrics.get("no_near_duplicate_in_train", {}),
+            baseline["no_near_duplicate_in_train"],
+        ),
+    ):
+        if vit and knn:
+            rows.append(
+                {
+                    "subset": label,
+                    "n": vit["n"],
+                    "vit": vit["accuracy"],
+                    "knn": knn["accuracy"],
+                    "points": 100 * (vit["accuracy"] - knn["accuracy"]),
+                }
+            )
+    return rows
+
+
 def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: str | Path) -> str:
     receipt = json.loads(Path(inputs["receipt"]).read_text())
     manifest = pd.read_csv(inputs["manifest"], sep="\t", keep_default_na=False)
@@ -72,11 +136,18 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
     metric_col = best["selection_metric"]
     summary = summary.sort_values(metric_col, ascending=False)
     bench = benchmark_table(benchmarks)
+    baseline = json.loads(Path(inputs["baseline"]).read_text())
     ci = metrics.get("ci95", {})
     headline = pd.DataFrame(
-        [{"metric": m, "value": metrics[m],
-          "95% CI": "[{:.3f}, {:.3f}]".format(*ci[m]) if m in ci else ""} for m in HEADLINE]
-    )  # fmt: skip
+        [
+            {
+                "metric": m,
+                "value": metrics[m],
+                "95% CI": "[{:.3f}, {:.3f}]".format(*ci[m]) if m in ci else "",
+            }
+            for m in HEADLINE
+        ]
+    )
     env = Environment(loader=PackageLoader("vitct"), autoescape=select_autoescape())
     template = env.get_template("report.html")
     return template.render(
@@ -100,15 +171,20 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         figures={
             k: embed_png(inputs[k])
             for k in ("grid", "curves", "confusion", "roc", "patch_grid", "rollout")
-        },  # fmt: skip
+        },
         head_figures=[embed_png(p) for p in inputs["heads"]],
+        strategy=config["split"]["strategy"],
+        strategies=_strategy_table(baseline),
+        groups=baseline["groups"],
+        groups_threshold=baseline["random"]["threshold"],
+        versus=_versus_baseline(metrics, baseline[config["split"]["strategy"]]),
         versions=package_versions(),
         revision=git_revision(Path(code_dir)),
         seeds={
             "split": config["split"]["seed"],
             "training": config["training"]["seed"],
             "demo data": config["dataset"]["demo"]["seed"],
-        },  # fmt: skip
+        },
         benchmarks=_table(bench, index=False) if len(bench) else "",
         total_seconds=float(bench["seconds"].sum()) if len(bench) else 0.0,
     )

@@ -45,8 +45,10 @@ def run(snakemake, main: Callable[..., None]) -> None:
         except _expected_errors() as e:
             message = f"{type(e).__name__}: {e}"
             logging.error(message)
-            print(f"\nvitct: rule '{snakemake.rule}' failed: {message}\n(log: {log_path})",
-                  file=console)  # fmt: skip
+            print(
+                f"\nvitct: rule '{snakemake.rule}' failed: {message}\n(log: {log_path})",
+                file=console,
+            )
             sys.exit(1)
         except BaseException:
             logging.error("unexpected failure:\n%s", traceback.format_exc())

@@ -15,9 +15,14 @@ def summarise(metrics_files: list[str], params: list[str]) -> pd.DataFrame:
     for path in metrics_files:
         m = json.loads(Path(path).read_text())
         rows.append(
-            {**{p: m["params"][p] for p in params}, "best_epoch": m["best_epoch"], "parameters": m["parameters"],
-             **{k: v for k, v in m.items() if k.startswith("val_")}, "run": Path(path).parent.name}
-        )  # fmt: skip
+            {
+                **{p: m["params"][p] for p in params},
+                "best_epoch": m["best_epoch"],
+                "parameters": m["parameters"],
+                **{k: v for k, v in m.items() if k.startswith("val_")},
+                "run": Path(path).parent.name,
+            }
+        )
     return pd.DataFrame(rows)
 
 

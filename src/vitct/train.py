@@ -116,12 +116,10 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def fingerprint(model_cfg: ViTConfig, train_cfg: TrainConfig, data_path: str | Path) -> str:
+def fingerprint(model_cfg: ViTConfig, train_cfg: TrainConfig, *data_paths: str | Path) -> str:
     """Identity of a training run, so a stale checkpoint is never resumed."""
-    st = Path(data_path).stat()
-    payload = json.dumps(
-        [model_cfg.to_dict(), train_cfg.__dict__, st.st_size, st.st_mtime_ns], sort_keys=True
-    )
+    stats = [(Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in data_paths]
+    payload = json.dumps([model_cfg.to_dict(), train_cfg.__dict__, stats], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -167,14 +165,22 @@ def train(
 
     log.info(
         "training %d parameters on %s: %d train / %d val images, %d epochs",
-        sum(p.numel() for p in model.parameters()), device, len(train_x),
-        len(cache["val_x"]), train_cfg.epochs,
-    )  # fmt: skip
+        sum(p.numel() for p in model.parameters()),
+        device,
+        len(train_x),
+        len(cache["val_x"]),
+        train_cfg.epochs,
+    )
     started, stale = time.perf_counter(), 0
     bar = tqdm(
-        range(start_epoch, train_cfg.epochs), initial=start_epoch, total=train_cfg.epochs,
-        desc=run_id or "train", mininterval=0, ascii=True, disable=None,
-    )  # fmt: skip
+        range(start_epoch, train_cfg.epochs),
+        initial=start_epoch,
+        total=train_cfg.epochs,
+        desc=run_id or "train",
+        mininterval=0,
+        ascii=True,
+        disable=None,
+    )
     for epoch in bar:
         model.train()
         order = torch.randperm(len(train_x), generator=gen)
@@ -204,10 +210,12 @@ def train(
             seen += len(idx)
         val = evaluate_split(model, cache["val_x"], cache["val_y"], mean, std)
         row = {
-            "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
-            "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+            "epoch": epoch + 1,
+            "lr": scheduler.get_last_lr()[0],
+            "train_loss": total_loss / seen,
+            "train_accuracy": correct / seen,
             **{f"val_{k}": v for k, v in val.items()},
-        }  # fmt: skip
+        }
         history.append(row)
         score = val[train_cfg.selection_metric]
         if score > best["score"]:  # strictly better: ties keep the earlier epoch
@@ -226,11 +234,13 @@ def train(
         )
         log.info(message)
         if resume_path:
-            _save_resume(resume_path, model, optimizer, scheduler, gen, history, best, epoch + 1,
-                         run_id)  # fmt: skip
+            _save_resume(
+                resume_path, model, optimizer, scheduler, gen, history, best, epoch + 1, run_id
+            )
         if train_cfg.patience and stale >= train_cfg.patience:
-            log.info("early stop: no better val_%s for %d epochs", train_cfg.selection_metric,
-                     stale)  # fmt: skip
+            log.info(
+                "early stop: no better val_%s for %d epochs", train_cfg.selection_metric, stale
+            )
             break
     bar.close()
     model.load_state_dict(best["state"])
@@ -257,11 +267,16 @@ def _save_resume(path, model, optimizer, scheduler, gen, history, best, epoch, r
     tmp = Path(f"{path}.tmp")
     torch.save(
         {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-            "epoch": epoch, "run_id": run_id,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+            "best": best,
+            "epoch": epoch,
+            "run_id": run_id,
         },
         tmp,
-    )  # fmt: skip
+    )
     os.replace(tmp, path)

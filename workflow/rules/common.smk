@@ -6,16 +6,22 @@ import pandas as pd
 import yaml
 from snakemake.utils import Paramspace, min_version, validate
 
-from vitct.config import ConfigError, check, run_settings
+from vitct.config import ConfigError, check, run_settings, schema_problems
 
 min_version("8.20")
 
 SCHEMA = "../schemas/config.schema.yaml"
 
-# Schema first (types, ranges, unknown keys, defaults), then the rules a schema cannot state.
-validate(config, SCHEMA)
+# Schema first (types, ranges, unknown keys, defaults), then the rules a schema cannot state;
+# either stops the run before any job, with a message naming the key.
+with open(workflow.source_path(SCHEMA)) as f:
+    SCHEMA_DOC = yaml.safe_load(f)
+problems = schema_problems(config, SCHEMA_DOC)
+if problems:
+    raise ValueError("invalid config:\n  " + "\n  ".join(problems))
+validate(config, SCHEMA)  # fills in the defaults
 try:
-    check(config, yaml.safe_load(open(workflow.source_path(SCHEMA))))
+    check(config, SCHEMA_DOC)
 except ConfigError as e:
     raise ValueError(f"invalid config: {e}") from None
 
@@ -43,16 +49,23 @@ paramspace = Paramspace(
 
 
 def local_source():
-    """A local folder is an input (its mtime changes when images are added or removed)."""
+    """Every file of a local folder (or the zip) is an input, so adding, removing or editing
+    an image reruns the data steps."""
     dataset = config["dataset"]
-    if dataset["source"] == "local" and Path(dataset["path"]).exists():
-        return dataset["path"]
-    return []
+    path = Path(dataset["path"])
+    if dataset["source"] != "local" or not path.exists():
+        return []
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*") if p.is_file())
+    return [str(path)]
 
 
 def combination(wildcards):
     """The grid values of one sweep job, as plain Python values (not numpy scalars)."""
-    return {k: getattr(v, "item", lambda: v)() for k, v in paramspace.instance(wildcards).items()}
+    return {
+        k: getattr(v, "item", lambda: v)()
+        for k, v in paramspace.instance(wildcards).items()
+    }
 
 
 def sweep_settings(wildcards):

@@ -1,7 +1,9 @@
 # Kaggle credentials travel to the download job (on a cluster too). Declared only when set:
 # Snakemake refuses to start if a declared variable is missing, and anonymous downloads work.
 envvars:
-    *defined_envvars("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"),
+    *defined_envvars(
+        "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"
+    ),
 
 
 rule fetch_data:
@@ -9,13 +11,13 @@ rule fetch_data:
         local=local_source(),
     output:
         receipt=f"{RESULTS}/data/source.json",
-    params:
-        dataset=config["dataset"],
-        work_dir=f"{RESULTS}/data/{config['dataset']['source']}",
     log:
         f"{LOGS}/fetch_data.log",
     conda:
         ENV
+    params:
+        dataset=config["dataset"],
+        work_dir=f"{RESULTS}/data/{config['dataset']['source']}",
     script:
         "../scripts/fetch_data.py"
 
@@ -36,35 +38,57 @@ rule build_manifest:
         "../scripts/build_manifest.py"
 
 
-rule split_manifest:
-    input:
-        manifest=rules.build_manifest.output.manifest,
-    output:
-        split=f"{RESULTS}/data/split.tsv",
-    params:
-        split=config["split"],
-    log:
-        f"{LOGS}/split_manifest.log",
-    conda:
-        ENV
-    script:
-        "../scripts/split_manifest.py"
-
-
 rule preprocess:
     input:
         receipt=rules.fetch_data.output.receipt,
-        split=rules.split_manifest.output.split,
-        code=package_files("data"),
+        manifest=rules.build_manifest.output.manifest,
+        code=package_files("data", "neighbours"),
     output:
         cache=f"{RESULTS}/data/images.npz",
-    params:
-        image_size=config["preprocess"]["image_size"],
     log:
         f"{LOGS}/preprocess.log",
     benchmark:
         f"{BENCH}/preprocess.tsv"
     conda:
         ENV
+    params:
+        image_size=config["preprocess"]["image_size"],
     script:
         "../scripts/preprocess.py"
+
+
+rule split_manifest:
+    input:
+        manifest=rules.build_manifest.output.manifest,
+        cache=rules.preprocess.output.cache,
+        code=package_files("split", "neighbours"),
+    output:
+        split=f"{RESULTS}/data/split.tsv",
+    log:
+        f"{LOGS}/split_manifest.log",
+    benchmark:
+        f"{BENCH}/split_manifest.tsv"
+    conda:
+        ENV
+    params:
+        split=config["split"],
+    script:
+        "../scripts/split_manifest.py"
+
+
+rule pixel_baseline:
+    input:
+        cache=rules.preprocess.output.cache,
+        split=rules.split_manifest.output.split,
+        code=package_files("neighbours", "metrics"),
+    output:
+        baseline=f"{RESULTS}/baseline/nearest_neighbour.json",
+    log:
+        f"{LOGS}/pixel_baseline.log",
+    conda:
+        ENV
+    params:
+        threshold=config["split"]["near_duplicate_threshold"],
+        strategy=config["split"]["strategy"],
+    script:
+        "../scripts/pixel_baseline.py"

@@ -1,6 +1,7 @@
 rule train_final:
     input:
         cache=rules.preprocess.output.cache,
+        split=rules.split_manifest.output.split,
         best=rules.aggregate_sweep.output.best,
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
@@ -15,19 +16,19 @@ rule train_final:
             caption="../report/final_curves.rst",
             category="Final model",
         ),
-    params:
-        base={key: config[key] for key in ("model", "training", "preprocess")},
-        overrides=config["final"]["overrides"],
-    threads: config["final"]["threads"]
-    resources:
-        mem_mb=config["final"]["mem_mb"],
-        runtime=config["final"]["runtime"],
     log:
         f"{LOGS}/train_final.log",
     benchmark:
         f"{BENCH}/train_final.tsv"
     conda:
         ENV
+    threads: config["final"]["threads"]
+    resources:
+        mem_mb=config["final"]["mem_mb"],
+        runtime=config["final"]["runtime"],
+    params:
+        base={key: config[key] for key in ("model", "training", "preprocess")},
+        overrides=config["final"]["overrides"],
     script:
         "../scripts/train.py"
 
@@ -47,17 +48,20 @@ rule evaluate:
             category="Final model",
         ),
         roc=report(
-            f"{RESULTS}/final/roc.png", caption="../report/roc.rst", category="Final model"
+            f"{RESULTS}/final/roc.png",
+            caption="../report/roc.rst",
+            category="Final model",
         ),
-    params:
-        bootstrap=config["evaluation"]["bootstrap"],
-    threads: config["final"]["threads"]
     log:
         f"{LOGS}/evaluate.log",
     benchmark:
         f"{BENCH}/evaluate.tsv"
     conda:
         ENV
+    threads: config["final"]["threads"]
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+        threshold=config["split"]["near_duplicate_threshold"],
     script:
         "../scripts/evaluate.py"
 
@@ -66,6 +70,7 @@ rule attention_maps:
     input:
         model=rules.train_final.output.model,
         cache=rules.preprocess.output.cache,
+        split=rules.split_manifest.output.split,
         predictions=rules.evaluate.output.predictions,
         code=package_files("attention", "figures"),
     output:
@@ -87,12 +92,12 @@ rule attention_maps:
             caption="../report/rollout.rst",
             category="Attention",
         ),
-    params:
-        n_images=config["evaluation"]["attention_images"],
-    threads: config["final"]["threads"]
     log:
         f"{LOGS}/attention_maps.log",
     conda:
         ENV
+    threads: config["final"]["threads"]
+    params:
+        n_images=config["evaluation"]["attention_images"],
     script:
         "../scripts/attention_maps.py"

@@ -4,6 +4,7 @@ rule report:
         manifest=rules.build_manifest.output.manifest,
         rejects=rules.build_manifest.output.rejects,
         split=rules.split_manifest.output.split,
+        baseline=rules.pixel_baseline.output.baseline,
         summary=rules.aggregate_sweep.output.summary,
         best=rules.aggregate_sweep.output.best,
         grid=rules.aggregate_sweep.output.figure,
@@ -18,13 +19,14 @@ rule report:
         code=package_files("report"),
     output:
         html=f"{RESULTS}/report.html",
-    params:
-        config=config,
-        benchmarks=BENCH,
-        workflow_dir=workflow.basedir,
     log:
         f"{LOGS}/report.log",
     conda:
         ENV
+    params:
+        # predict.inputs only concerns the predict rule: changing it must not redo the report
+        config={key: value for key, value in config.items() if key != "predict"},
+        benchmarks=BENCH,
+        workflow_dir=workflow.basedir,
     script:
         "../scripts/report.py"

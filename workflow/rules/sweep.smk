@@ -1,6 +1,7 @@
 rule train_sweep:
     input:
         cache=rules.preprocess.output.cache,
+        split=rules.split_manifest.output.split,
         code=TRAINING_CODE,
     output:
         metrics=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/metrics.json",
@@ -12,19 +13,19 @@ rule train_sweep:
             subcategory="Training curves",
         ),
         model=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/model.safetensors",
-    params:
-        settings=sweep_settings,
-        swept=combination,
-    threads: config["sweep"]["threads"]
-    resources:
-        mem_mb=config["sweep"]["mem_mb"],
-        runtime=config["sweep"]["runtime"],
     log:
         f"{LOGS}/sweep/{paramspace.wildcard_pattern}.log",
     benchmark:
         f"{BENCH}/sweep/{paramspace.wildcard_pattern}.tsv"
     conda:
         ENV
+    threads: config["sweep"]["threads"]
+    resources:
+        mem_mb=config["sweep"]["mem_mb"],
+        runtime=config["sweep"]["runtime"],
+    params:
+        settings=sweep_settings,
+        swept=combination,
     script:
         "../scripts/train.py"
 
@@ -32,7 +33,8 @@ rule train_sweep:
 rule aggregate_sweep:
     input:
         metrics=expand(
-            f"{RESULTS}/sweep/{{params}}/metrics.json", params=paramspace.instance_patterns
+            f"{RESULTS}/sweep/{{params}}/metrics.json",
+            params=paramspace.instance_patterns,
         ),
     output:
         summary=report(
@@ -42,14 +44,16 @@ rule aggregate_sweep:
         ),
         best=f"{RESULTS}/sweep/best_params.json",
         figure=report(
-            f"{RESULTS}/sweep/grid.png", caption="../report/sweep_grid.rst", category="Sweep"
+            f"{RESULTS}/sweep/grid.png",
+            caption="../report/sweep_grid.rst",
+            category="Sweep",
         ),
-    params:
-        grid=GRID,
-        metric=config["training"]["selection_metric"],
     log:
         f"{LOGS}/aggregate_sweep.log",
     conda:
         ENV
+    params:
+        grid=GRID,
+        metric=config["training"]["selection_metric"],
     script:
         "../scripts/aggregate_sweep.py"

@@ -17,8 +17,13 @@ def main(snakemake):
     best = pick_best(summary, params, metric)
     Path(snakemake.output.best).write_text(json.dumps(best, indent=2))
     plot_grid(summary, params, f"val_{metric}", snakemake.output.figure)
-    logging.info("best of %d combinations: %s (%s = %.4f)", len(summary), best["params"],
-                 best["selection_metric"], best["value"])  # fmt: skip
+    logging.info(
+        "best of %d combinations: %s (%s = %.4f)",
+        len(summary),
+        best["params"],
+        best["selection_metric"],
+        best["value"],
+    )
 
 
 step.run(snakemake, main)  # noqa: F821

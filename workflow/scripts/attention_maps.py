@@ -6,7 +6,7 @@ import pandas as pd
 from vitct import step
 from vitct.artifact import load_artifact
 from vitct.attention import attention_weights, patch_scores, rollout, to_grid
-from vitct.data import load_cache
+from vitct.data import load_splits
 from vitct.figures import plot_head_maps, plot_patch_grid, plot_rollouts
 
 
@@ -24,7 +24,7 @@ def pick_images(predictions: pd.DataFrame, n: int) -> list[int]:
 
 def main(snakemake):
     model, meta = load_artifact(snakemake.input.model)
-    cache = load_cache(snakemake.input.cache)
+    cache = load_splits(snakemake.input.cache, snakemake.input.split)
     predictions = pd.read_csv(snakemake.input.predictions)
     pre, cfg = meta["preprocessing"], model.cfg
     idx = pick_images(predictions, snakemake.params.n_images)
@@ -41,8 +41,9 @@ def main(snakemake):
             plot_head_maps(images[k], heads[k], titles[k], path)
         else:  # fewer test images than maps asked for: say so in the figure
             plot_head_maps(images[0] * 0, heads[0] * 0, "no further test image", path)
-    plot_rollouts(images, to_grid(rollout(weights, has_cls), cfg.grid_size), titles,
-                  snakemake.output.rollout)  # fmt: skip
+    plot_rollouts(
+        images, to_grid(rollout(weights, has_cls), cfg.grid_size), titles, snakemake.output.rollout
+    )
     plot_patch_grid(images[0], cfg.patch_size, snakemake.output.patch_grid)
 
 

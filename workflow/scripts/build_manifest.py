@@ -13,8 +13,12 @@ def main(snakemake):
     manifest, rejects = build_manifest(root)
     manifest.to_csv(snakemake.output.manifest, sep="\t", index=False)
     rejects.to_csv(snakemake.output.rejects, sep="\t", index=False)
-    logging.info("%d images, %d exact duplicates, %d rejected", len(manifest),
-                 (manifest.duplicate_of != "").sum(), len(rejects))  # fmt: skip
+    logging.info(
+        "%d images, %d exact duplicates, %d rejected",
+        len(manifest),
+        (manifest.duplicate_of != "").sum(),
+        len(rejects),
+    )
     for row in rejects.itertuples():
         logging.warning("rejected %s: %s", row.path, row.reason)
     logging.info("colour modes per class:\n%s", colour_mode_table(manifest))

@@ -9,33 +9,47 @@ import pandas as pd
 
 from vitct import step
 from vitct.artifact import load_artifact
-from vitct.data import CLASS_NAMES, load_cache
+from vitct.data import CLASS_NAMES, load_cache, load_splits
 from vitct.figures import plot_confusion, plot_roc
 from vitct.metrics import binary_metrics, bootstrap_intervals
+from vitct.neighbours import test_neighbours
 from vitct.train import predict_proba
 
 
 def main(snakemake):
     model, meta = load_artifact(snakemake.input.model)
-    cache = load_cache(snakemake.input.cache)
+    cache = load_splits(snakemake.input.cache, snakemake.input.split)
     pre = meta["preprocessing"]
     prob = predict_proba(model, cache["test_x"], pre["mean"], pre["std"])
     y = cache["test_y"]
     metrics = {"positive_class": "COVID", **binary_metrics(y, prob)}
     if snakemake.params.bootstrap:
         metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap)
+    # The same figures on the test images with no near-identical training slice: what the
+    # model does with a slice it has not, in effect, seen before.
+    table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
+    similarity = test_neighbours(load_cache(snakemake.input.cache), table, "split")[3]
+    unseen = similarity < snakemake.params.threshold
+    metrics["no_near_duplicate_in_train"] = (
+        binary_metrics(y[unseen], prob[unseen]) if unseen.any() else {}
+    )
+    metrics["test_with_near_duplicate_in_train"] = float(1 - unseen.mean())
     metrics["data"] = meta["data"]
     Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     pred = (prob >= 0.5).astype(int)
-    pd.DataFrame({
-        "path": cache["test_paths"], "label": [CLASS_NAMES[i] for i in y],
-        "predicted": [CLASS_NAMES[i] for i in pred], "prob_covid": np.round(prob, 6),
-        "correct": pred == y,
-    }).to_csv(snakemake.output.predictions, index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "path": cache["test_paths"],
+            "label": [CLASS_NAMES[i] for i in y],
+            "predicted": [CLASS_NAMES[i] for i in pred],
+            "prob_covid": np.round(prob, 6),
+            "correct": pred == y,
+            "nearest_train_similarity": np.round(similarity, 4),
+        }
+    ).to_csv(snakemake.output.predictions, index=False)
     plot_confusion(y, pred, snakemake.output.confusion)
     plot_roc(y, prob, snakemake.output.roc)
-    logging.info("test: %s", {k: round(v, 4) for k, v in metrics.items()
-                              if isinstance(v, float)})  # fmt: skip
+    logging.info("test: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
 
 
 step.run(snakemake, main)  # noqa: F821

@@ -1,4 +1,5 @@
-"""Decode every image once: grey, resized, cached as uint8 arrays per split."""
+"""Decode every image once: grey, resized for the model, plus a thumbnail for near-duplicate
+search and the pixel baseline. Training jobs read these arrays and never decode a PNG."""
 
 import json
 import logging
@@ -9,27 +10,29 @@ import pandas as pd
 from tqdm import tqdm
 
 from vitct import step
-from vitct.data import load_grey, save_cache
-from vitct.split import SPLITS
+from vitct.data import open_grey, save_cache, square
+from vitct.neighbours import THUMBNAIL_SIZE
 
 
 def main(snakemake):
     root = Path(json.loads(Path(snakemake.input.receipt).read_text())["root"])
-    table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
+    manifest = pd.read_csv(snakemake.input.manifest, sep="\t", keep_default_na=False)
     size = snakemake.params.image_size
-    arrays = {}
-    for split in SPLITS:
-        rows = table[table.split == split]
-        images = [load_grey(root / p, size) for p in tqdm(rows.path, desc=split, mininterval=2)]
-        arrays[f"{split}_x"] = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-        arrays[f"{split}_y"] = rows.label.to_numpy(dtype=np.int64)
-        arrays[f"{split}_paths"] = rows.path.to_numpy(dtype=str)
-    train = arrays["train_x"].astype(np.float64) / 255.0
-    arrays["mean"], arrays["std"] = np.float64(train.mean()), np.float64(train.std())
-    save_cache(snakemake.output.cache, arrays)
-    logging.info("cached %s images of %dx%d (train mean %.4f, std %.4f)",
-                 {s: len(arrays[f"{s}_x"]) for s in SPLITS}, size, size,
-                 arrays["mean"], arrays["std"])  # fmt: skip
+    images, thumbnails = [], []
+    for path in tqdm(manifest.path, desc="preprocess", mininterval=5):
+        grey = open_grey(root / path)
+        images.append(square(grey, size))
+        thumbnails.append(square(grey, THUMBNAIL_SIZE))
+    save_cache(
+        snakemake.output.cache,
+        {
+            "x": np.stack(images),
+            "y": manifest.label.to_numpy(dtype=np.int64),
+            "paths": manifest.path.to_numpy(dtype=str),
+            "thumbnails": np.stack(thumbnails),
+        },
+    )
+    logging.info("cached %d images of %dx%d", len(images), size, size)
 
 
 step.run(snakemake, main)  # noqa: F821

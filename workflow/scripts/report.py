@@ -7,8 +7,12 @@ from vitct.report import build_report
 
 
 def main(snakemake):
-    html = build_report(dict(snakemake.input.items()), snakemake.params.config,
-                        snakemake.params.benchmarks, snakemake.params.workflow_dir)  # fmt: skip
+    html = build_report(
+        dict(snakemake.input.items()),
+        snakemake.params.config,
+        snakemake.params.benchmarks,
+        snakemake.params.workflow_dir,
+    )
     Path(snakemake.output.html).write_text(html, encoding="utf-8")
 
 

@@ -1,19 +1,37 @@
-"""Stratified train/val/test split; exact copies stay on one side."""
+"""Stratified train/val/test split under both strategies; the config picks the one used.
+
+random: exact copies stay together. grouped: near-duplicate slices (cosine of 32x32 thumbnails
+>= threshold, chained) stay together, which is as close to a patient split as the data allow.
+"""
 
 import logging
 
 import pandas as pd
 
 from vitct import step
-from vitct.split import assign_splits, split_summary
+from vitct.data import load_cache
+from vitct.neighbours import group_statistics, near_duplicate_groups
+from vitct.split import STRATEGIES, assign_splits, split_summary
 
 
 def main(snakemake):
     manifest = pd.read_csv(snakemake.input.manifest, sep="\t", keep_default_na=False)
+    cache = load_cache(snakemake.input.cache)
+    assert list(cache["paths"]) == list(manifest.path), "cache and manifest disagree"
     cfg = snakemake.params.split
-    manifest["split"] = assign_splits(manifest, cfg["fractions"], cfg["seed"])
+    groups = near_duplicate_groups(cache["thumbnails"], cfg["near_duplicate_threshold"])
+    manifest["near_duplicate_group"] = groups
+    group_of = {"random": "sha256", "grouped": "near_duplicate_group"}
+    for strategy in STRATEGIES:
+        manifest[f"split_{strategy}"] = assign_splits(
+            manifest, cfg["fractions"], cfg["seed"], group_column=group_of[strategy]
+        )
+    manifest["split"] = manifest[f"split_{cfg['strategy']}"]
     manifest.to_csv(snakemake.output.split, sep="\t", index=False)
-    logging.info("images per split and class:\n%s", split_summary(manifest))
+    logging.info("near-duplicate groups: %s", group_statistics(groups))
+    logging.info(
+        "strategy %s, images per split and class:\n%s", cfg["strategy"], split_summary(manifest)
+    )
 
 
 step.run(snakemake, main)  # noqa: F821

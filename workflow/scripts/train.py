@@ -6,7 +6,7 @@ from pathlib import Path
 from vitct import step
 from vitct.artifact import save_artifact
 from vitct.config import run_settings
-from vitct.data import load_cache
+from vitct.data import load_splits
 from vitct.figures import plot_history
 from vitct.manifest import sha256_of
 from vitct.settings import TrainConfig, ViTConfig
@@ -23,16 +23,20 @@ def main(snakemake):
         model_settings, train_settings = snakemake.params.settings
     model_cfg = ViTConfig.from_dict(model_settings)
     train_cfg = TrainConfig.from_dict(train_settings)
-    cache = load_cache(snakemake.input.cache)
+    cache = load_splits(snakemake.input.cache, snakemake.input.split)
     out = Path(snakemake.output.metrics).parent
     resume = out / "resume.pt"  # not an output: Snakemake keeps it when a job is interrupted
     model, history, best_row = train(
-        model_cfg, train_cfg, cache, resume_path=resume,
-        run_id=fingerprint(model_cfg, train_cfg, snakemake.input.cache),
-    )  # fmt: skip
+        model_cfg,
+        train_cfg,
+        cache,
+        resume_path=resume,
+        run_id=fingerprint(model_cfg, train_cfg, snakemake.input.cache, snakemake.input.split),
+    )
     history.to_csv(snakemake.output.history, sep="\t", index=False, float_format="%.6g")
-    plot_history(history, snakemake.output.curves, title=", ".join(
-        f"{k}={v}" for k, v in changes.items()))  # fmt: skip
+    plot_history(
+        history, snakemake.output.curves, title=", ".join(f"{k}={v}" for k, v in changes.items())
+    )
     metrics = {
         "params": changes,
         "model": model_cfg.to_dict(),
@@ -51,12 +55,18 @@ def main(snakemake):
             json.dumps(model_cfg.to_dict(), indent=2, sort_keys=True)
         )
     save_artifact(
-        snakemake.output.model, model,
-        preprocessing={"image_size": model_cfg.image_size, "grey": "PIL convert('L')",
-                       "mean": float(cache["mean"]), "std": float(cache["std"])},
-        training=train_cfg.__dict__, data=provenance,
+        snakemake.output.model,
+        model,
+        preprocessing={
+            "image_size": model_cfg.image_size,
+            "grey": "PIL convert('L')",
+            "mean": float(cache["mean"]),
+            "std": float(cache["std"]),
+        },
+        training=train_cfg.__dict__,
+        data=provenance,
         validation={k: v for k, v in metrics.items() if k.startswith("val_")},
-    )  # fmt: skip
+    )
     resume.unlink(missing_ok=True)
 
 

@@ -1,0 +1,226 @@
+"""Classify new CT slices with a trained model file.
+
+    from vitct.predict import load_model
+    table = load_model("results/final/model.safetensors").predict(["scan.png", "scans/"])
+
+Every image goes through `load_grey` (the decoding that preprocessing used) and `predict_proba`
+(what evaluation used) with the artifact's own image size, mean and std, so an image gets exactly
+the probability that evaluation reported for it. An input that cannot be classified gets a
+message in the `error` column and the others are still classified.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import re
+import time
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from vitct.artifact import load_artifact
+from vitct.data import CLASS_NAMES, load_grey
+from vitct.train import predict_proba
+
+# A CT slice is about 512x512 pixels. A header claiming more than 50 megapixels (7000x7000) is a
+# decompression bomb (a small file that expands to gigabytes in memory), not a slice: refuse it.
+# PIL only warns up to twice its limit; decoding below turns that warning into an error too.
+MAX_IMAGE_PIXELS = 50_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+MAX_DOWNLOAD_BYTES = 64 * 2**20  # a CT slice PNG is well under 1 MiB
+DOWNLOAD_TIMEOUT = 30.0  # seconds for one whole download
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+COLUMNS = ["path", "predicted", "prob_covid", "error"]
+
+
+class InputError(Exception):
+    """An input that cannot be classified; the message goes to the error column."""
+
+
+class Predictor:
+    """A loaded model plus its preprocessing; `predict` classifies images."""
+
+    def __init__(self, model, meta: dict, timeout: float, max_bytes: int):
+        self.model, self.meta = model, meta
+        pre = meta["preprocessing"]
+        self.image_size, self.mean, self.std = pre["image_size"], pre["mean"], pre["std"]
+        self.timeout, self.max_bytes = timeout, max_bytes
+
+    def predict(self, images, attention_dir: str | Path | None = None) -> pd.DataFrame:
+        """One row per image: path, predicted (class name), prob_covid, error ("" when OK).
+
+        images: file paths, folders (their image files, recursively, sorted), http(s) URLs, PIL
+        images or numpy arrays, or a list of them. With attention_dir, an attention-rollout
+        overlay per classified image is written there as NNNN_<name>.png (NNNN = row number).
+        """
+        if isinstance(images, str | Path | Image.Image | np.ndarray):
+            images = [images]
+        names, arrays, errors = [], [], []
+        for name, item in _expand(images):
+            names.append(name)
+            try:
+                arrays.append(self._decode(item))
+                errors.append("")
+            except InputError as e:
+                errors.append(str(e))
+        ok = np.array([not e for e in errors], dtype=bool)
+        size = self.image_size
+        batch = np.stack(arrays) if arrays else np.zeros((0, size, size), np.uint8)
+        prob = np.full(len(names), np.nan)
+        prob[ok] = predict_proba(self.model, batch, self.mean, self.std)
+        predicted = np.where(ok, np.asarray(CLASS_NAMES)[(prob >= 0.5).astype(int)], "")
+        table = pd.DataFrame(
+            {"path": names, "predicted": predicted, "prob_covid": prob, "error": errors},
+            columns=COLUMNS,
+        )
+        if attention_dir is not None and len(batch):
+            self._write_attention(batch, table[ok], Path(attention_dir))
+        return table
+
+    def _decode(self, item) -> np.ndarray:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                return load_grey(self._source(item), self.image_size)
+        except InputError:
+            raise
+        except FileNotFoundError:
+            raise InputError("file not found") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InputError(f"image too large (decompression bomb?): {e}") from None
+        except UnidentifiedImageError:
+            raise InputError("not an image file (PIL cannot identify its format)") from None
+        except (OSError, SyntaxError) as e:
+            if getattr(e, "errno", None):  # the system refused (permissions, I/O), not PIL
+                raise InputError(f"cannot read file: {e.strerror}") from None
+            raise InputError(f"corrupt or truncated image: {e}") from None  # PIL's own errors
+        except Exception as e:  # one odd input must never stop a whole batch
+            raise InputError(f"cannot decode: {type(e).__name__}: {e}") from None
+
+    def _source(self, item):
+        """What load_grey opens: a path, or a file object for URLs and in-memory images."""
+        if isinstance(item, InputError):
+            raise item
+        if isinstance(item, np.ndarray):
+            try:
+                item = Image.fromarray(item)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"array is not an image (shape {item.shape}): {e}") from None
+        if isinstance(item, Image.Image):
+            # A lossless re-encoding keeps every mode (RGBA, I;16, F...) as it is, so an in-memory
+            # image takes the very same path through load_grey as a file does.
+            buf = io.BytesIO()
+            item.save(buf, format="TIFF")
+            buf.seek(0)
+            return buf
+        if isinstance(item, str) and _is_url(item):
+            return io.BytesIO(_download(item, self.timeout, self.max_bytes))
+        if isinstance(item, str | Path):
+            return Path(item)
+        raise InputError(f"unsupported input type {type(item).__name__}")
+
+    def _write_attention(self, images: np.ndarray, rows: pd.DataFrame, folder: Path) -> None:
+        # Imported here: matplotlib and the attention code are only needed for this option.
+        from vitct.attention import attention_weights, rollout, to_grid
+        from vitct.figures import plot_overlay
+
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = self.model.cfg
+        for start in range(0, len(images), 64):  # bounded memory: N x N weights per layer
+            chunk = images[start : start + 64]
+            weights = attention_weights(self.model, chunk, self.mean, self.std)
+            heat = to_grid(rollout(weights, cfg.pooling == "cls"), cfg.grid_size)
+            for image, h, row in zip(chunk, heat, rows.iloc[start : start + 64].itertuples(),
+                                     strict=True):  # fmt: skip
+                stem = re.sub(r"[^\w.-]+", "_", Path(row.path).stem).strip("_")[:60]
+                title = f"{row.path}\n{row.predicted} (p_covid={row.prob_covid:.3f})"
+                plot_overlay(image, h, title, folder / f"{row.Index:04d}_{stem}.png")
+
+
+def load_model(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    timeout: float = DOWNLOAD_TIMEOUT,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+) -> Predictor:
+    """The model in a vitct model file; raises ArtifactError for a wrong or damaged file.
+
+    timeout (seconds) and max_bytes limit each URL download. Evaluation runs on the CPU, so the
+    default device gives its exact probabilities.
+    """
+    model, meta = load_artifact(path, device)
+    return Predictor(model, meta, timeout, max_bytes)
+
+
+def write_csv(table: pd.DataFrame, out) -> None:
+    """The table as CSV, probabilities rounded as in evaluation's predictions.csv."""
+    table.assign(prob_covid=table.prob_covid.round(6)).to_csv(out, index=False, columns=COLUMNS)
+
+
+def _is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+def _expand(images) -> list[tuple[str, object]]:
+    """(name for the path column, input) per image; a folder becomes its image files."""
+    items = []
+    for k, item in enumerate(images):
+        if isinstance(item, Image.Image):
+            items.append((getattr(item, "filename", "") or f"<image {k}>", item))
+        elif isinstance(item, np.ndarray):
+            items.append((f"<array {k}>", item))
+        elif isinstance(item, str | Path) and not _is_url(str(item)) and Path(item).is_dir():
+            folder = Path(item)
+            files = sorted(
+                p for p in folder.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                # hidden files (macOS ._name copies, checkpoints) are not scans
+                and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            )  # fmt: skip
+            items += [(str(p), p) for p in files]
+            if not files:  # say so, rather than return nothing for a wrong folder
+                error = InputError(f"folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                items.append((str(item), error))
+        else:
+            items.append((str(item), item))
+    return items
+
+
+def _download(url: str, timeout: float, max_bytes: int) -> bytes:
+    """The body of an image URL, within the timeout (whole download) and the byte limit."""
+    deadline = time.monotonic() + timeout
+    too_big = f"download exceeds the limit of {max_bytes} bytes"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind and not kind.startswith("image/") and kind != "application/octet-stream":
+                raise InputError(f"URL returned {kind}, not an image")
+            if int(response.headers.get("Content-Length") or 0) > max_bytes:
+                raise InputError(too_big)
+            body = bytearray()
+            # read1 returns after each network read, so the deadline and the byte cap hold even
+            # for a server that trickles bytes or sends no Content-Length.
+            while chunk := response.read1(1 << 16):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise InputError(too_big)
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+            return bytes(body)
+    except urllib.error.HTTPError as e:
+        raise InputError(f"HTTP error {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, TimeoutError):
+            raise InputError(f"URL timed out after {timeout:g} s") from None
+        raise InputError(f"cannot fetch URL: {e.reason}") from None
+    except TimeoutError:
+        raise InputError(f"URL timed out after {timeout:g} s") from None
+    except (OSError, ValueError, http.client.HTTPException) as e:  # reset, bad header or URL
+        raise InputError(f"cannot fetch URL: {e}") from None

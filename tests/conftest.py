@@ -1,0 +1,114 @@
+"""Shared test helpers: run the real Snakefile in a temporary working directory."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "Snakefile"
+REAL_DATA_ENV = "VITCT_REAL_DATA"  # folder holding sarscov2-ct/ and sarscov2-ct-sample/
+
+# A pipeline small enough for tests (about a minute on 2 cores) that still runs every rule.
+TINY_CONFIG = {
+    "dataset": {"source": "demo", "demo": {"n_per_class": 24, "seed": 3}},
+    "split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}, "seed": 1},
+    "preprocess": {"image_size": 32},
+    "model": {"embed_dim": 16, "depth": 1, "heads": 2, "patch_size": 16, "dropout": 0.1},
+    "training": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "augment": True},
+    "sweep": {"grid": {"patch_size": [8, 16], "heads": [1, 2]}, "threads": 1, "mem_mb": 500},
+    "final": {"overrides": {"epochs": 2}, "threads": 1, "mem_mb": 500},
+    "evaluation": {"attention_images": 1, "bootstrap": 20},
+}
+
+
+def tiny_config(**changes) -> dict:
+    """TINY_CONFIG with nested changes, e.g. tiny_config(training={"epochs": 3})."""
+    config = copy.deepcopy(TINY_CONFIG)
+    for section, values in changes.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    config: dict | None = None,
+    check: bool = True,
+    timeout: float = 900,
+    snakefile: Path = SNAKEFILE,
+) -> subprocess.CompletedProcess:
+    """Run `snakemake` on the project's Snakefile in workdir with workdir/config.yaml."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        write_config(workdir, config)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+            f"{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def jobs_to_run(workdir: Path, snakefile: Path = SNAKEFILE) -> dict[str, int]:
+    """Rule -> job count of a dry run ({} when there is nothing to do)."""
+    proc = snakemake(workdir, "--dry-run", "--quiet", "rules", snakefile=snakefile)
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One complete run of the tiny demo pipeline, shared by read-only tests."""
+    workdir = tmp_path_factory.mktemp("demo_run")
+    snakemake(workdir, config=tiny_config())
+    return workdir
+
+
+def real_data_root() -> Path:
+    """The shared real images; skip (saying why) when the variable is not set."""
+    value = os.environ.get(REAL_DATA_ENV)
+    if not value:
+        pytest.skip(
+            f"{REAL_DATA_ENV} is not set: point it at the folder holding sarscov2-ct/ "
+            "and sarscov2-ct-sample/ (.ci/run sets it to ../shared/data)"
+        )
+    root = Path(value)
+    if not (root / "sarscov2-ct-sample").is_dir():
+        pytest.fail(f"{REAL_DATA_ENV}={value} does not hold sarscov2-ct-sample/")
+    return root

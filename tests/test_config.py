@@ -1,0 +1,82 @@
+"""Bad config values stop the run before any job, with a message that names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, snakemake, tiny_config
+
+from vitct.config import ConfigError, check, schema_problems
+
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+BAD_CONFIGS = {
+    "unknown key": (tiny_config(training={"epoch": 3}), "training.epoch: unknown key"),
+    "unknown section": (tiny_config(trainnig={"epochs": 3}), "trainnig: unknown key"),
+    "wrong type": (
+        tiny_config(training={"epochs": "ten"}),
+        "training.epochs: 'ten' is not of type",
+    ),
+    "negative epochs": (tiny_config(training={"epochs": -1}), "training.epochs: -1 is less than"),
+    "patch does not divide image": (
+        tiny_config(sweep={"grid": {"patch_size": [8, 12]}}),
+        "sweep.grid.patch_size: patch_size 12 does not divide image_size 32",
+    ),
+    "base patch does not divide image": (
+        tiny_config(model={"patch_size": 5}, sweep={"grid": {"heads": [1, 2]}}),
+        "model.patch_size: patch_size 5 does not divide image_size 32",
+    ),
+    "fractions do not sum to 1": (
+        tiny_config(split={"fractions": {"train": 0.5, "val": 0.3, "test": 0.3}}),
+        "split.fractions must sum to 1, not 1.1",
+    ),
+    "grid key that is no setting": (
+        tiny_config(sweep={"grid": {"patchsize": [8]}}),
+        "sweep.grid.patchsize is not a model or training setting",
+    ),
+    "grid value out of range": (
+        tiny_config(sweep={"grid": {"dropout": [0.1, 1.5]}}),
+        "sweep.grid.dropout: 1.5 is greater than the maximum",
+    ),
+    "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
+    "local source without a path": (
+        tiny_config(dataset={"source": "local"}),
+        "dataset.path must name a folder or zip",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS, ids=list(BAD_CONFIGS))
+def test_bad_config_stops_before_any_job_naming_the_key(case, tmp_path: Path):
+    config, message = BAD_CONFIGS[case]
+    proc = snakemake(tmp_path, config=config, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()  # no job ran
+
+
+def test_the_shipped_configs_are_valid():
+    for name in ("config.yaml", "demo.yaml"):
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+        assert schema_problems(config, SCHEMA) == [], name
+
+
+def test_check_accepts_defaults_filled_in_by_the_schema(tmp_path: Path):
+    proc = snakemake(tmp_path, "--dry-run", config=tiny_config())
+    assert "train_sweep" in proc.stdout
+
+
+def test_final_override_is_checked_too():
+    config = {
+        "model": {"patch_size": 16, "embed_dim": 16, "heads": 2},
+        "preprocess": {"image_size": 32},
+        "training": {},
+        "split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        "dataset": {"source": "demo", "path": ""},
+        "sweep": {"grid": {"heads": [1]}},
+        "final": {"overrides": {"heads": 3}},
+    }
+    with pytest.raises(ConfigError, match="final.overrides.heads"):
+        check(config, SCHEMA)

@@ -1,0 +1,115 @@
+"""The ViT itself: shapes, switches, attention paths, training loop behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vitct.attention import patch_scores, rollout
+from vitct.metrics import binary_metrics
+from vitct.model import ViT, count_parameters
+from vitct.settings import TrainConfig, ViTConfig
+from vitct.train import NonFiniteLossError, augment, train
+
+
+@pytest.mark.parametrize("tokenizer", ["patch", "conv"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "seq"])
+def test_forward_shapes_for_every_switch(tokenizer, pooling):
+    cfg = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        embed_dim=16,
+        depth=2,
+        heads=2,
+        tokenizer=tokenizer,
+        pooling=pooling,
+        drop_path=0.1,
+    )
+    model = ViT(cfg).eval()
+    logits, attn = model(torch.randn(3, 1, 32, 32), return_attention=True)
+    tokens = 16 + (pooling == "cls")
+    assert logits.shape == (3, 2)
+    assert len(attn) == 2 and attn[0].shape == (3, 2, tokens, tokens)
+    torch.testing.assert_close(attn[0].sum(-1), torch.ones(3, 2, tokens))
+
+
+def test_inspection_path_gives_the_same_logits_as_the_fused_kernel():
+    model = ViT(ViTConfig(image_size=32, patch_size=8, embed_dim=16, depth=2, heads=4)).eval()
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x, return_attention=True)[0])
+
+
+def test_bad_model_settings_are_refused():
+    with pytest.raises(ValueError, match="does not divide image_size"):
+        ViTConfig(image_size=32, patch_size=12)
+    with pytest.raises(ValueError, match="heads 3 does not divide embed_dim 16"):
+        ViTConfig(embed_dim=16, heads=3)
+
+
+def test_original_study_model_is_small():
+    cfg = ViTConfig(image_size=224, patch_size=16, embed_dim=64, depth=3, heads=4)
+    assert count_parameters(ViT(cfg)) < 200_000
+
+
+def test_rollout_of_identity_attention_is_uniform():
+    eye = np.broadcast_to(np.eye(5), (1, 2, 5, 5)).copy()
+    scores = rollout([eye, eye], has_cls=True)
+    np.testing.assert_allclose(scores, np.zeros((1, 4)))  # the class token only sees itself
+    np.testing.assert_allclose(patch_scores(np.full((1, 5, 5), 0.2), has_cls=False), 0.2)
+
+
+def test_augment_keeps_shape_and_varies_per_sample():
+    x = torch.randn(8, 1, 16, 16).repeat(1, 1, 1, 1)
+    x[:] = x[0]
+    out = augment(x, TrainConfig(), torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert not torch.allclose(out[0], out[1])
+
+
+def _toy_cache(n=64, size=16, seed=0):
+    """Class 1 has a bright square: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    x[y == 1, 4:12, 4:12] += 120
+    cache = {}
+    for split in ("train", "val"):
+        cache[f"{split}_x"], cache[f"{split}_y"] = x, y
+    cache["mean"], cache["std"] = x.mean() / 255, x.std() / 255
+    return cache
+
+
+def test_training_learns_and_keeps_the_best_epoch():
+    cfg = ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.0)
+    tcfg = TrainConfig(epochs=8, batch_size=16, lr=3e-3, warmup_epochs=1, augment=False)
+    model, history, best = train(cfg, tcfg, _toy_cache())
+    assert best["val_accuracy"] >= 0.9
+    assert best["val_mcc"] == history.val_mcc.max()
+    assert best["epoch"] == int(history.loc[history.val_mcc.idxmax(), "epoch"])
+
+
+def test_training_is_reproducible_bit_for_bit():
+    cfg = ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2)
+    tcfg = TrainConfig(epochs=2, batch_size=16, seed=3)
+    _, h1, _ = train(cfg, tcfg, _toy_cache())
+    _, h2, _ = train(cfg, tcfg, _toy_cache())
+    assert h1.equals(h2)
+
+
+def test_non_finite_loss_names_epoch_and_batch():
+    cfg = ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2)
+    tcfg = TrainConfig(epochs=1, batch_size=16, lr=1e30, grad_clip=0.0, warmup_epochs=0)
+    cache = _toy_cache()
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch \d+"):
+        train(cfg, tcfg, cache)
+
+
+def test_metrics_take_covid_as_positive():
+    y = [1, 1, 1, 0, 0, 0]
+    prob = [0.9, 0.8, 0.2, 0.1, 0.1, 0.7]  # COVID: 2 of 3 found; 1 false alarm
+    m = binary_metrics(y, prob)
+    assert m["recall"] == pytest.approx(2 / 3) and m["precision"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(2 / 3)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 2)

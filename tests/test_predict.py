@@ -1,0 +1,414 @@
+"""Classifying new scans: the Python API, the `vitct predict` command and the predict rule.
+
+Every bad input is named in a test; each is classified beside good images, which must still get
+their predictions. URLs are served by a local http.server on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import jobs_to_run, snakemake, tiny_config, write_config
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from vitct.artifact import ArtifactError, save_artifact
+from vitct.data import CLASS_NAMES
+from vitct.model import ViT
+from vitct.predict import COLUMNS, MAX_IMAGE_PIXELS, load_model
+from vitct.settings import ViTConfig
+
+VITCT = Path(sys.executable).with_name("vitct")  # the console script of this environment
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """A tiny untrained model file: fast, and enough to test everything but accuracy."""
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_artifact(path, model, preprocessing={"image_size": 16, "mean": 0.45, "std": 0.25})
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(model_path):
+    return load_model(model_path)
+
+
+def noise_png(path: Path, size=(40, 30), seed=0) -> Path:
+    """A grey noise image (noise compresses badly, so truncating it really cuts pixel data)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size[::-1], dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture
+def good(tmp_path) -> Path:
+    return noise_png(tmp_path / "good.png")
+
+
+def bad_error(predictor, bad, good, **kwargs) -> str:
+    """Classify [good, bad, good]; check the good ones are still classified; bad's message."""
+    table = predictor.predict([good, bad, good], **kwargs)
+    assert list(table.columns) == COLUMNS and len(table) == 3
+    assert (table.error[[0, 2]] == "").all(), table.error.tolist()
+    assert table.predicted[[0, 2]].isin(CLASS_NAMES).all()
+    assert table.prob_covid[[0, 2]].between(0, 1).all()
+    assert table.predicted[1] == "" and np.isnan(table.prob_covid[1])
+    assert table.error[1]
+    return table.error[1]
+
+
+# --- good inputs ------------------------------------------------------------------------------
+
+
+def test_every_kind_of_input_gives_the_same_prediction_for_the_same_pixels(predictor, tmp_path):
+    path = noise_png(tmp_path / "scan.png")
+    pixels = np.asarray(Image.open(path))
+    rgba = Image.fromarray(np.dstack([pixels] * 3 + [np.full_like(pixels, 255)]))
+    table = predictor.predict([str(path), path, Image.open(path), pixels, rgba])
+    assert list(table.columns) == COLUMNS
+    assert (table.error == "").all()
+    assert table.path.tolist()[:2] == [str(path)] * 2 and table.path[3] == "<array 3>"
+    assert table.prob_covid.nunique() == 1  # one decoding path: identical probabilities
+    assert table.predicted[0] == CLASS_NAMES[int(table.prob_covid[0] >= 0.5)]
+
+
+def test_folder_gives_its_image_files_sorted_and_recursively(predictor, tmp_path):
+    noise_png(tmp_path / "b.png", seed=1)
+    noise_png(tmp_path / "a.PNG", seed=2)
+    (tmp_path / "sub").mkdir()
+    noise_png(tmp_path / "sub" / "c.jpg", seed=3)
+    (tmp_path / "notes.txt").write_text("not a scan")  # not an image suffix: skipped
+    noise_png(tmp_path / "._b.png", seed=4)  # hidden (macOS copy): skipped
+    table = predictor.predict(tmp_path)
+    names = [Path(p).relative_to(tmp_path).as_posix() for p in table.path]
+    assert names == ["a.PNG", "b.png", "sub/c.jpg"]
+    assert (table.error == "").all()
+
+
+def test_empty_folder_is_reported_not_silently_skipped(predictor, tmp_path, good):
+    (tmp_path / "empty").mkdir()
+    assert "no image files" in bad_error(predictor, tmp_path / "empty", good)
+
+
+def test_attention_overlays_are_written_per_classified_image(predictor, tmp_path, good):
+    table = predictor.predict([good, tmp_path / "missing.png", good], attention_dir=tmp_path / "a")
+    assert table.error[1]
+    written = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert written == ["0000_good.png", "0002_good.png"]  # row number + name; none for errors
+    with Image.open(tmp_path / "a" / written[0]) as img:
+        assert img.format == "PNG"
+
+
+# --- bad image inputs -------------------------------------------------------------------------
+
+
+def test_missing_file(predictor, tmp_path, good):
+    assert bad_error(predictor, tmp_path / "missing.png", good) == "file not found"
+
+
+def test_non_image_file(predictor, tmp_path, good):
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is text with an image suffix")
+    assert "not an image" in bad_error(predictor, fake, good)
+
+
+def test_truncated_png(predictor, tmp_path, good):
+    whole = noise_png(tmp_path / "whole.png", size=(200, 200)).read_bytes()
+    cut = tmp_path / "truncated.png"
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert "truncated" in bad_error(predictor, cut, good)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels: a decompression bomb's shape."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.mark.parametrize("side", [8_000, 100_000], ids=["over limit (PIL warns)", "far over"])
+def test_decompression_bomb(predictor, tmp_path, good, side):
+    assert side * side > MAX_IMAGE_PIXELS
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(side, side))
+    assert bomb.stat().st_size < 200
+    assert "decompression bomb" in bad_error(predictor, bomb, good)
+
+
+def test_unusable_array(predictor, good):
+    assert "array is not an image" in bad_error(predictor, np.zeros((4, 4), np.int64), good)
+
+
+# --- model files ------------------------------------------------------------------------------
+
+
+def rewrite_header(src: Path, dst: Path, change) -> Path:
+    """Copy a model file with its JSON header changed by change(meta)."""
+    with safe_open(str(src), framework="pt") as f:
+        meta = json.loads(f.metadata()["vitct"])
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    change(meta)
+    save_file(state, str(dst), metadata={"vitct": json.dumps(meta)})
+    return dst
+
+
+def test_wrong_artifact_version(model_path, tmp_path):
+    old = rewrite_header(model_path, tmp_path / "old.safetensors",
+                         lambda meta: meta.update(format_version=1))  # fmt: skip
+    with pytest.raises(ArtifactError, match="v1, this vitct reads vitct-model v2: retrain"):
+        load_model(old)
+
+
+def test_tampered_artifact_bytes(model_path, tmp_path):
+    data = bytearray(model_path.read_bytes())
+    data[-3] ^= 0x40  # one bit of one weight (the tensors fill the end of the file)
+    tampered = tmp_path / "tampered.safetensors"
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="do not match the sha256 in its header"):
+        load_model(tampered)
+
+
+def test_tampered_checksum_in_header(model_path, tmp_path):
+    forged = rewrite_header(model_path, tmp_path / "forged.safetensors",
+                            lambda meta: meta.update(weights_sha256="0" * 64))  # fmt: skip
+    with pytest.raises(ArtifactError, match="do not match the sha256"):
+        load_model(forged)
+
+
+def corrupt_safetensors_header(data: bytearray) -> None:
+    data[8:16] = b"#garbage"  # the JSON header starts after its 8-byte length
+
+
+def corrupt_vitct_json(data: bytearray) -> None:
+    start = data.index(b'"vitct":"') + len(b'"vitct":"')
+    data[start : start + 2] = b"[["  # still valid safetensors, but the vitct JSON is broken
+
+
+@pytest.mark.parametrize("corrupt", [corrupt_safetensors_header, corrupt_vitct_json])
+def test_corrupt_header(model_path, tmp_path, corrupt):
+    data = bytearray(model_path.read_bytes())
+    corrupt(data)
+    path = tmp_path / "corrupt.safetensors"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="not a readable vitct model file|corrupt header"):
+        load_model(path)
+
+
+def test_not_a_model_file(tmp_path, good):
+    with pytest.raises(ArtifactError, match="not a readable vitct model file"):
+        load_model(good)
+    with pytest.raises(ArtifactError, match="not a readable vitct model file"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+# --- URLs (a local server on 127.0.0.1) ---------------------------------------------------------
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes: /scan.png, /page.html, /html-as-binary, /slow.png, /huge.png, /huge-streamed.png."""
+
+    def do_GET(self):
+        png = self.server.png
+        try:
+            if self.path == "/slow.png":
+                self.server.release.wait(10)  # longer than the client's timeout
+                self.reply(png, "image/png")
+            elif self.path == "/scan.png":
+                self.reply(png, "image/png")
+            elif self.path == "/page.html":
+                self.reply(b"<html><body>Not found, sorry</body></html>", "text/html")
+            elif self.path == "/html-as-binary":
+                self.reply(b"<html><body>hello</body></html>", "application/octet-stream")
+            elif self.path == "/huge.png":  # says how big it is up front
+                self.reply(b"\0" * 50_000, "image/png")
+            elif self.path == "/huge-streamed.png":  # no Content-Length: only a byte cap stops it
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+                for _ in range(50):
+                    self.wfile.write(b"\0" * 1000)
+            else:
+                self.send_error(404)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+            pass
+
+    def reply(self, body: bytes, kind: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    png = noise_png(tmp_path_factory.mktemp("served") / "scan.png")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.png, httpd.release = png.read_bytes(), threading.Event()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+            mp.delenv(name, raising=False)  # straight to 127.0.0.1, never through a proxy
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", png
+    httpd.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_good_url(model_path, server, good):
+    base, png = server
+    table = load_model(model_path).predict([f"{base}/scan.png", png])
+    assert (table.error == "").all(), table.error.tolist()
+    assert table.path[0] == f"{base}/scan.png"
+    assert table.prob_covid[0] == table.prob_covid[1]  # same bytes, same prediction
+
+
+def test_url_timeout(model_path, server, good):
+    base, _ = server
+    started = time.monotonic()
+    error = bad_error(load_model(model_path, timeout=0.5), f"{base}/slow.png", good)
+    assert error == "URL timed out after 0.5 s"
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("route", ["page.html", "html-as-binary"])
+def test_url_returning_html(model_path, server, good, route):
+    base, _ = server
+    error = bad_error(load_model(model_path), f"{base}/{route}", good)
+    if route == "page.html":  # refused on its Content-Type, before decoding
+        assert error == "URL returned text/html, not an image"
+    else:  # a wrong Content-Type: refused when it does not decode
+        assert "not an image" in error
+
+
+@pytest.mark.parametrize("route", ["huge.png", "huge-streamed.png"])
+def test_url_over_size_limit(model_path, server, good, route):
+    base, _ = server
+    error = bad_error(load_model(model_path, max_bytes=10_000), f"{base}/{route}", good)
+    assert error == "download exceeds the limit of 10000 bytes"
+
+
+def test_url_http_error(model_path, server, good):
+    base, _ = server
+    assert "HTTP error 404" in bad_error(load_model(model_path), f"{base}/nothing.png", good)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def vitct(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VITCT), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
+    ok = vitct("predict", str(model_path), str(good))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0] == "path,predicted,prob_covid,error"
+
+    out = tmp_path / "out" / "predictions.csv"
+    some = vitct("predict", str(model_path), str(good), str(tmp_path / "missing.png"),
+                 "-o", str(out), "--timeout", "2", "--max-bytes", "1000000")  # fmt: skip
+    assert some.returncode == 1
+    assert some.stderr == "vitct: 1 of 2 inputs could not be classified (see the error column)\n"
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == COLUMNS
+    assert table.error.tolist() == ["", "file not found"]
+    assert table.predicted[0] in CLASS_NAMES
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(model_path.read_bytes()[:100])
+    bad = vitct("predict", str(broken), str(good))
+    assert bad.returncode == 2
+    assert bad.stdout == "" and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith("vitct: ") and "not a readable vitct model file" in bad.stderr
+
+
+# --- against the pipeline's own evaluation ------------------------------------------------------
+
+
+def evaluation_images(run: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Evaluation's predictions.csv and the absolute paths of its test images."""
+    evaluation = pd.read_csv(run / "results/final/predictions.csv")
+    root = Path(json.loads((run / "results/data/source.json").read_text())["root"])
+    return evaluation, [str(root / p) for p in evaluation.path]
+
+
+@pytest.mark.slow
+def test_predictions_identical_to_evaluation(demo_run, tmp_path):
+    evaluation, paths = evaluation_images(demo_run)
+    model = demo_run / "results/final/model.safetensors"
+    api = load_model(model).predict(paths)
+    out = tmp_path / "cli.csv"
+    proc = vitct("predict", str(model), *paths, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    cli = pd.read_csv(out, keep_default_na=False)
+    for table in (api, cli):
+        assert table.path.tolist() == paths
+        assert (table.error == "").all()
+        assert table.predicted.tolist() == evaluation.predicted.tolist()
+    # evaluation writes 6 decimals; the same pixels through the same model give the same numbers
+    assert api.prob_covid.round(6).tolist() == evaluation.prob_covid.tolist()
+    assert cli.prob_covid.tolist() == evaluation.prob_covid.tolist()
+
+
+@pytest.mark.slow
+def test_predict_rule_classifies_a_configured_folder(demo_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(demo_run, workdir, symlinks=True)  # keeps mtimes: nothing upstream reruns
+    evaluation, paths = evaluation_images(workdir)
+    scans = workdir / "new_scans"
+    (scans / "more").mkdir(parents=True)
+    shutil.copy(paths[0], scans / "one.png")
+    shutil.copy(paths[-1], scans / "more" / "two.png")
+    (scans / "broken.png").write_bytes(Path(paths[1]).read_bytes()[:300])
+    (scans / "notes.txt").write_text("not a scan")
+    write_config(workdir, tiny_config(predict={"inputs": {"new": "new_scans"}}))
+    assert "predict" not in jobs_to_run(workdir)  # never part of `all`
+
+    model = workdir / "results/final/model.safetensors"
+    trained = model.stat().st_mtime_ns
+    snakemake(workdir, "results/predictions/new.csv")
+    assert model.stat().st_mtime_ns == trained  # only the predict job ran
+    table = pd.read_csv(workdir / "results/predictions/new.csv", keep_default_na=False)
+    assert list(table.columns) == COLUMNS
+    names = ["broken.png", "more/two.png", "one.png"]  # sorted; notes.txt is no image
+    assert table.path.tolist() == [f"new_scans/{n}" for n in names]
+    assert "truncated" in table.error[0]
+    expected = evaluation.iloc[[-1, 0]]  # two.png, one.png
+    assert table.predicted[1:].tolist() == expected.predicted.tolist()
+    # other batch companions than in evaluation: equal up to the 6 decimals written
+    np.testing.assert_allclose(table.prob_covid[1:].astype(float), expected.prob_covid, atol=2e-6)
+    log = (workdir / "results/logs/predict/new.log").read_text()
+    assert "classified 2 of 3 images" in log and "could not classify new_scans/broken.png" in log
+    assert (workdir / "results/benchmarks/predict/new.tsv").exists()
+
+    unknown = snakemake(workdir, "results/predictions/other.csv", check=False)
+    assert unknown.returncode != 0
+    assert "predict.inputs has no entry 'other'" in unknown.stdout + unknown.stderr

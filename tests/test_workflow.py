@@ -1,0 +1,145 @@
+"""The whole pipeline on the tiny demo config: outputs, report, rerun-only-what-changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, jobs_to_run, snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = {"accuracy", "precision", "recall", "f1", "mcc", "roc_auc"}
+
+
+def test_every_contracted_output_exists(demo_run: Path):
+    results = demo_run / "results"
+    for name in (
+        "report.html",
+        "sweep/summary.tsv",
+        "sweep/best_params.json",
+        "sweep/grid.png",
+        "final/metrics.json",
+        "final/model.safetensors",
+        "final/model_config.json",
+        "final/history.tsv",
+        "final/curves.png",
+        "final/predictions.csv",
+        "final/confusion_matrix.png",
+        "final/roc.png",
+        "final/attention/rollout.png",
+        "final/attention/patch_grid.png",
+        "final/attention/heads_1.png",
+    ):
+        assert (results / name).stat().st_size > 0, name
+    metrics = json.loads((results / "final/metrics.json").read_text())
+    assert METRIC_KEYS <= metrics.keys()
+    assert metrics["positive_class"] == "COVID"
+    assert all(0.0 <= metrics[k] <= 1.0 for k in METRIC_KEYS - {"mcc"})
+
+
+def test_sweep_has_one_row_per_combination_and_a_deterministic_best(demo_run: Path):
+    summary = pd.read_csv(demo_run / "results/sweep/summary.tsv", sep="\t")
+    assert len(summary) == 4  # 2 patch sizes x 2 head counts
+    assert {"patch_size", "heads", "val_mcc", "val_accuracy", "val_loss"} <= set(summary.columns)
+    best = json.loads((demo_run / "results/sweep/best_params.json").read_text())
+    top = summary.sort_values(["val_mcc", "val_loss"], ascending=[False, True]).iloc[0]
+    assert best["value"] == pytest.approx(top["val_mcc"])
+    for run_dir in (demo_run / "results/sweep").glob("*~*"):
+        history = pd.read_csv(run_dir / "history.tsv", sep="\t")
+        assert list(history.epoch) == [1, 2]
+        assert (run_dir / "curves.png").exists() and (run_dir / "model.safetensors").exists()
+        assert not (run_dir / "resume.pt").exists()  # removed once the job finished
+
+
+def test_report_says_it_is_demo_data_and_embeds_its_figures(demo_run: Path):
+    html = (demo_run / "results/report.html").read_text()
+    assert "DEMO" in html and "NOT real CT scans" in html
+    assert "Made from real data" not in html
+    assert html.count("data:image/png;base64,") >= 7  # self-contained: no external images
+    assert 'src="results/' not in html
+    for section in (
+        "Colour modes per class",
+        "Sweep: 4 combinations",
+        "Final model",
+        "Reproducibility",
+        "Run time per job",
+        "COVID is the positive class",
+    ):
+        assert section in html
+
+
+def test_training_log_shows_epoch_loss_metric_and_time_left(demo_run: Path):
+    log = (demo_run / "results/logs/train_final.log").read_text()
+    assert "epoch 2/2 loss" in log and "val_mcc" in log and "left]" in log
+
+
+def test_each_sweep_job_declares_and_honours_its_threads(demo_run: Path):
+    bench = sorted((demo_run / "results/benchmarks/sweep").glob("*.tsv"))
+    assert len(bench) == 4
+    for path in bench:
+        row = pd.read_csv(path, sep="\t").iloc[0]
+        # One thread: CPU time cannot exceed wall time by much (process start-up aside).
+        assert row["cpu_time"] <= row["s"] * 1.3 + 1.0, path.name
+
+
+def test_a_finished_run_has_nothing_left_to_do(demo_run: Path):
+    assert jobs_to_run(demo_run) == {}
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory) -> Path:
+    """A copy of the project with a finished tiny run, so its code can be edited safely."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("Snakefile", "workflow", "src", "config", "envs"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / name)
+    snakemake(root, config=tiny_config(), snakefile=root / "Snakefile")
+    return root
+
+
+def planned(root: Path) -> dict[str, int]:
+    return jobs_to_run(root, snakefile=root / "Snakefile")
+
+
+DOWNSTREAM_OF_FINAL = {"train_final": 1, "evaluate": 1, "attention_maps": 1, "report": 1, "all": 1}
+
+
+def test_changing_final_epochs_reruns_only_final_stages(project_copy: Path):
+    write_config(project_copy, tiny_config(final={"overrides": {"epochs": 3}}))
+    try:
+        assert planned(project_copy) == DOWNSTREAM_OF_FINAL
+    finally:
+        write_config(project_copy, tiny_config())
+
+
+def test_adding_a_grid_value_trains_only_the_new_combinations(project_copy: Path):
+    config = tiny_config()
+    config["sweep"]["grid"]["heads"] = [1, 2, 4]
+    write_config(project_copy, config)
+    try:
+        assert planned(project_copy) == {
+            "train_sweep": 2,
+            "aggregate_sweep": 1,
+            **DOWNSTREAM_OF_FINAL,
+        }
+    finally:
+        write_config(project_copy, tiny_config())
+
+
+def test_editing_the_model_code_reruns_training(project_copy: Path):
+    model_py = project_copy / "src/vitct/model.py"
+    original = model_py.read_text()
+    assert planned(project_copy) == {}
+    model_py.write_text(original + "\n# a change to the model code\n")
+    try:
+        assert planned(project_copy) == {
+            "train_sweep": 4,
+            "aggregate_sweep": 1,
+            **DOWNSTREAM_OF_FINAL,
+        }
+    finally:
+        model_py.write_text(original)

@@ -1,0 +1,33 @@
+# Classify new scans with the final model: `snakemake results/predictions/NAME.csv` for a folder
+# configured as predict.inputs.NAME. Not part of `all`: it runs only when asked for.
+
+
+def predict_folder(wildcards):
+    inputs = config["predict"]["inputs"]
+    if wildcards.name not in inputs:
+        raise ValueError(
+            f"predict.inputs has no entry '{wildcards.name}' (configured: "
+            f"{', '.join(inputs) or 'none'}); add `predict: {{inputs: {{{wildcards.name}: "
+            "FOLDER}}` to the config"
+        )
+    return inputs[wildcards.name]
+
+
+rule predict:
+    input:
+        folder=predict_folder,
+        model=rules.train_final.output.model,
+        code=package_files("predict", "data", "artifact"),
+    output:
+        predictions=f"{RESULTS}/predictions/{{name}}.csv",
+    log:
+        f"{LOGS}/predict/{{name}}.log",
+    benchmark:
+        f"{BENCH}/predict/{{name}}.tsv"
+    wildcard_constraints:
+        name=r"[^/]+",
+    conda:
+        ENV
+    threads: config["final"]["threads"]
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,20 @@
+"""Classify the images of one configured folder with the final model (rule predict)."""
+
+import logging
+
+from vitct import step
+from vitct.predict import load_model, write_csv
+
+
+def main(snakemake):
+    table = load_model(snakemake.input.model).predict(snakemake.input.folder)
+    write_csv(table, snakemake.output.predictions)
+    ok = table.error == ""
+    logging.info("classified %d of %d images in %s: %s", ok.sum(), len(table),
+                 snakemake.input.folder, table.predicted[ok].value_counts().to_dict())  # fmt: skip
+    failed = table[~ok]
+    for row in failed.itertuples():  # kept in the CSV too; a bad file must not fail the others
+        logging.warning("could not classify %s: %s", row.path, row.error)
+
+
+step.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
