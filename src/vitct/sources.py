@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -31,38 +32,49 @@ LOCAL_COPY_HINT = (
 
 def find_class_root(folder: Path) -> Path:
     """The folder that holds COVID/ and non-COVID/, at the top or nested below (as archives
-    often add a folder of their own)."""
-    candidates = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
-    for candidate in candidates:
+    often add a folder of their own); the shallowest wins."""
+    # macOS zips carry a __MACOSX/ shadow tree with the same folder names, holding only
+    # ._ metadata files: never take it (or any hidden folder) for the data.
+    subdirs = [p for p in folder.rglob("*") if p.is_dir() and not _hidden(p.relative_to(folder))]
+    for candidate in [folder, *sorted(subdirs, key=lambda p: (len(p.parts), p))]:
         if all((candidate / c).is_dir() for c in CLASS_DIRS):
             return candidate
-    present = sorted({p.name for p in folder.rglob("*") if p.is_dir()})
+    present = sorted({p.name for p in subdirs})
     missing = [c for c in CLASS_DIRS if c not in present]
     raise UserError(
         f"no folder under '{folder}' holds both {' and '.join(CLASS_DIRS)}; missing: "
-        f"{', '.join(missing)} (folders seen: {present[:10] or 'none'}). The data must have "
-        "the Kaggle layout: one folder per class."
+        f"{', '.join(missing) or 'none, but they are not side by side'} (folders seen: "
+        f"{present[:10] or 'none'}). The data must have the Kaggle layout: one folder per class."
     )
 
 
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith((".", "__MACOSX")) for part in relative.parts)
+
+
 def safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
-    """Unpack a zip into target (created atomically), refusing unsafe or oversized archives."""
+    """Unpack a zip into target (created atomically), refusing unsafe or oversized archives.
+
+    An earlier target is removed first: after a failure no stale data is left to be mistaken
+    for this archive's.
+    """
+    if target.exists():
+        shutil.rmtree(target)
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as e:
         raise UserError(
-            f"'{archive}' is not a readable zip ({e}); the download may be truncated: delete it "
-            "and run again."
+            f"'{archive}' is not a readable zip ({e}); it is probably truncated: fetch it again."
         ) from None
     with zf:
         total = 0
         for info in zf.infolist():
             name = PurePosixPath(info.filename.replace("\\", "/"))
-            if name.is_absolute() or ".." in name.parts or info.filename.startswith("/"):
+            if name.is_absolute() or ".." in name.parts:
                 raise UserError(f"refusing '{archive}': entry '{info.filename}' escapes the folder")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise UserError(f"refusing '{archive}': entry '{info.filename}' is a link")
-            total += info.file_size
+            total += info.file_size  # reading stops at the declared size, so this is a bound
         if total > max_bytes:
             raise UserError(
                 f"refusing '{archive}': it would expand to {total / 2**20:.0f} MiB, more than "
@@ -71,17 +83,13 @@ def safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
         try:
-            zf.extractall(tmp)
-            if zf.testzip() is not None:
-                raise UserError(f"'{archive}' has a corrupt member; fetch it again")
+            zf.extractall(tmp)  # checks every member's CRC as it reads it
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise UserError(f"could not unpack '{archive}': {e}") from None
+            raise UserError(f"could not unpack '{archive}': {e}; fetch it again.") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    if target.exists():
-        shutil.rmtree(target)
     os.replace(tmp, target)
 
 
@@ -102,9 +110,10 @@ def from_local(path: str, work_dir: Path, max_bytes: int) -> Path:
 def from_kaggle(slug: str, work_dir: Path, max_bytes: int, cli: str = "kaggle") -> Path:
     """Download the dataset zip with the official Kaggle CLI and unpack it.
 
-    The CLI runs in a subprocess: `import kaggle` authenticates at import time and exits the
-    interpreter without credentials. Public datasets download anonymously with the CLI, so it is
-    tried first; its own error text (on stdout) is mapped to one clear message.
+    The CLI runs in a subprocess: `import kaggle` authenticates at import time (1.x exits the
+    interpreter without credentials). kaggle 2.x downloads public datasets anonymously, so no
+    credentials are required up front; the CLI's error text (stdout or stderr) is mapped to one
+    clear message.
     """
     hint = LOCAL_COPY_HINT.format(slug=slug)
     if shutil.which(cli) is None:
@@ -116,47 +125,103 @@ def from_kaggle(slug: str, work_dir: Path, max_bytes: int, cli: str = "kaggle") 
     cmd = [cli, "datasets", "download", "-d", slug, "-p", str(download), "--force"]
     log.info("running: %s", " ".join(cmd))
     try:
-        # The CLI reads the credentials from the environment or ~/.kaggle; we never print them.
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"the Kaggle download did not finish within an hour. {hint}") from None
-    output = f"{proc.stdout}\n{proc.stderr}"
-    log.info("kaggle CLI exit %d:\n%s", proc.returncode, _redact(output).strip())
-    zips = sorted(download.glob("*.zip"))
-    if proc.returncode != 0 or not zips:
-        raise UserError(f"{explain_kaggle_failure(output, slug)} {hint}")
-    safe_extract(zips[0], work_dir / "extracted", max_bytes)
-    zips[0].unlink()  # the unpacked copy is what the pipeline reads
+        # The CLI reads the credentials from the environment or ~/.kaggle; we never print
+        # them. VERBOSE would make it dump its requests, credentials included: not passed on.
+        env = {k: v for k, v in os.environ.items() if k not in ("VERBOSE", "VERBOSE_OUTPUT")}
+        try:
+            # Bytes, not text: text mode would turn each progress-bar redraw into a line.
+            proc = subprocess.run(cmd, capture_output=True, timeout=3600, env=env)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"the Kaggle download did not finish within an hour. {hint}") from None
+        output = _drop_progress(f"{proc.stdout.decode(errors='replace')}\n"
+                                f"{proc.stderr.decode(errors='replace')}")  # fmt: skip
+        log.info("kaggle CLI exit %d:\n%s", proc.returncode, _redact(output).strip())
+        zips = sorted(download.glob("*.zip"))
+        if proc.returncode != 0 or not zips:
+            raise UserError(_redact(f"{explain_kaggle_failure(output, slug)} {hint}"))
+        safe_extract(zips[0], work_dir / "extracted", max_bytes)
+    finally:
+        # The unpacked copy is what the pipeline reads; a failed or cut download is not kept
+        # (the CLI is run with --force, so it would not resume from it anyway).
+        shutil.rmtree(download, ignore_errors=True)
     return find_class_root(work_dir / "extracted")
 
 
+# What the Kaggle CLI prints (stdout or stderr, lower-cased) in each case; kaggle 2.x texts,
+# and 1.x ones where they differ. A 401 prints the CLI's "Authentication required" help; a
+# rejected KAGGLE_API_TOKEN ends in a traceback; 1.x stops with "Could not find kaggle.json".
+_AUTH = r"authentication required|could not find kaggle\.json|unauthenticated|unauthorized|\b401\b"
+_CUT = r"connection broken|download failed after|incompleteread|does not match expected size"
+_OFFLINE = (
+    r"name resolution|failed to resolve|failed to establish|max retries exceeded|timed out"
+    r"|network is unreachable"
+)
+_DENIED = r"you don't have access|forbidden|\b403\b"
+_MISSING = r"not found|\b404\b"
+_RATE = r"rate limited|\b429\b"
+_SERVER = r"problem on kaggle's side|\b5\d\d server error"
+
+
 def explain_kaggle_failure(output: str, slug: str) -> str:
+    """One line for what the Kaggle CLI printed."""
     text = output.lower()
     if "no module named" in text:
         return f"the Kaggle CLI is broken ({output.strip().splitlines()[-1]}): pip install six."
-    if any(s in text for s in ("name resolution", "failed to resolve", "connection", "network")):
+    # First: the CLI reports a cut download as a "Connection error", with byte counts.
+    if re.search(_CUT, text):
+        return "the download from Kaggle was cut off before it completed: run again."
+    if re.search(_AUTH, text):
+        if not _credentials_found():
+            return (
+                "Kaggle asks for credentials and none are set: create an API token at "
+                "https://www.kaggle.com/settings/api and set KAGGLE_API_TOKEN (or save it in "
+                "~/.kaggle/access_token; a kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY works too)."
+            )
+        return (
+            "Kaggle rejected the credentials (expired or revoked?): create a new API token at "
+            "https://www.kaggle.com/settings/api and replace the old one (KAGGLE_API_TOKEN, "
+            "~/.kaggle/access_token, ~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)."
+        )
+    if re.search(_OFFLINE, text):
         return "Kaggle cannot be reached (no network, or a proxy blocks it)."
-    if "401" in text or "unauthorized" in text:
-        return (
-            "Kaggle rejected the credentials: create a new API token on kaggle.com (Settings -> "
-            "API) and put it in ~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY."
-        )
-    if "403" in text or "forbidden" in text:
+    if re.search(_DENIED, text):
         return f"Kaggle refused access to {slug}: accept its terms on the dataset page first."
-    if "404" in text or "not found" in text:
+    if re.search(_MISSING, text):
         return f"Kaggle has no dataset '{slug}': check dataset.kaggle_dataset."
-    if "could not find kaggle.json" in text or "authenticate" in text or "credentials" in text:
-        return (
-            "Kaggle wants credentials: put an API token in ~/.kaggle/kaggle.json (or set "
-            "KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN)."
-        )
+    if re.search(_RATE, text):
+        return "Kaggle rate-limited this account: wait a while and run again."
+    if re.search(_SERVER, text):
+        return "Kaggle had a server error: try again later."
     if "no space left" in text or "disk quota" in text:
         return "the disk is full: free space where results/ lives and run again."
     last = output.strip().splitlines()[-1] if output.strip() else "no output"
     return f"the Kaggle download failed ({last})."
 
 
+def _credentials_found() -> bool:
+    """Whether any Kaggle credentials are set, where the CLI looks for them."""
+    env = os.environ
+    if env.get("KAGGLE_API_TOKEN") or (env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY")):
+        return True
+    home = Path.home()
+    config_dirs = [
+        home / ".kaggle",
+        Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle",
+    ]
+    if env.get("KAGGLE_CONFIG_DIR"):
+        config_dirs.append(Path(env["KAGGLE_CONFIG_DIR"]))
+    names = ("kaggle.json", "access_token", "access_token.txt", "credentials.json")
+    return any((d / n).is_file() for d in config_dirs for n in names)
+
+
+def _drop_progress(text: str) -> str:
+    """Keep the last state of each progress bar (the CLI redraws them with carriage returns)."""
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
 def _redact(text: str) -> str:
+    """What the CLI printed, without credentials (should it ever print them)."""
+    text = re.sub(r"(?im)^((?:proxy-)?authorization):.*$", r"\1: ***", text)
     for var in ("KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         secret = os.environ.get(var)
         if secret:
