@@ -1,0 +1,130 @@
+"""The workflow on a real SLURM cluster: a single-node one that scripts/slurm-test-cluster.sh
+brings up on this machine (needs root and apt-get; .ci/run runs these tests), driven through a
+profile derived from profiles/slurm."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, snakemake, tiny_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SCRIPT = REPO / "scripts" / "slurm-test-cluster.sh"
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+FIRST_STATUS_CHECK = 2  # seconds; the cluster's MinJobAge (300 s) must stay above 3 x this
+
+
+def skip_or_fail(reason: str):
+    """Skip outside CI; in CI (.ci/run) these tests must run, so a missing piece fails."""
+    if os.environ.get("CI"):
+        pytest.fail(f"SLURM tests cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A running single-node cluster; its daemons are stopped whatever the tests do."""
+    if os.geteuid() != 0:
+        skip_or_fail("the SLURM test cluster needs root (it installs packages and runs daemons)")
+    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        skip_or_fail("SLURM is not installed and apt-get is unavailable to install it")
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        skip_or_fail("the SLURM executor plugin is missing: pip install -e '.[slurm]'")
+    # Not under pytest's basetemp, which another pytest session may prune while the daemons run.
+    state = Path(tempfile.mkdtemp(prefix="vitct-slurm-"))
+    try:
+        start = subprocess.run(["bash", SCRIPT, "start", state], capture_output=True, text=True,
+                               timeout=300)  # fmt: skip
+        if start.returncode != 0:
+            pytest.fail(f"the SLURM test cluster did not start:\n{start.stdout}\n{start.stderr}")
+        yield state
+    finally:
+        if subprocess.run(["bash", SCRIPT, "stop", state], timeout=120).returncode == 0:
+            shutil.rmtree(state)  # kept otherwise: it names the daemons still to stop
+
+
+def slurm_profile(folder: Path) -> Path:
+    """profiles/slurm with the test cluster's partition and account, and squeue for job states
+    (the cluster has no accounting database, so sacct knows no jobs)."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    for resources in (profile["default-resources"], *profile["set-resources"].values()):
+        resources["slurm_partition"] = "debug"
+    profile["default-resources"]["slurm_account"] = "vitct-test"  # accepted without accounting
+    profile.update({
+        "slurm-status-command": "squeue",
+        "slurm-init-seconds-before-status-checks": FIRST_STATUS_CHECK,
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 5,
+    })  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def slurm_job_states() -> dict[str, str]:
+    """SLURM job id -> state of every job the controller still remembers (MinJobAge)."""
+    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i %T"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_pipeline_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
+    config = tiny_config()
+    cluster = tmp_path / "slurm"
+    profile = slurm_profile(tmp_path / "profile")
+    proc = snakemake(cluster, "--profile", str(profile), config=config, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert "Falling back to 'sacct'" not in output  # MinJobAge is long enough for squeue
+
+    # Every sweep job was a SLURM job: its own log under .snakemake/slurm_logs, named by its
+    # SLURM job id, which the controller lists as completed.
+    logs = sorted((cluster / ".snakemake" / "slurm_logs" / "rule_train_sweep").glob("*/*.log"))
+    assert len(logs) == 4, output[-4000:]
+    states = slurm_job_states()
+    for log in logs:
+        assert f"SLURM jobid {log.stem} " in output
+        assert states.get(log.stem) == "COMPLETED", (log, states)
+        assert "rule train_sweep" in log.read_text()
+    # So were the other heavy steps, and the light ones (localrules) ran in Snakemake itself.
+    submitted = set(re.findall(r"slurm_logs/rule_(\w+)/", output))
+    assert {"preprocess", "train_final", "evaluate", "attention_maps"} < submitted
+    assert not submitted & {"fetch_data", "build_manifest", "split_manifest", "aggregate_sweep",
+                            "report"}  # fmt: skip
+
+    local = tmp_path / "local"
+    snakemake(local, config=config)
+    summary = "results/sweep/summary.tsv"
+    assert (cluster / summary).read_bytes() == (local / summary).read_bytes()
+    metrics = [json.loads((run / "results/final/metrics.json").read_text())
+               for run in (cluster, local)]  # fmt: skip
+    for m in metrics:
+        m["data"].pop("root")  # the run's own folder
+    assert metrics[0] == metrics[1]
+
+
+def test_failing_slurm_job_is_reported_with_its_log(slurm_cluster, tmp_path):
+    # Passes config validation (device is free text) but fails inside the training job.
+    config = tiny_config(sweep={"grid": {"heads": [2]}}, training={"device": "no-such-device"})
+    workdir = tmp_path / "run"
+    profile = slurm_profile(tmp_path / "profile")
+    proc = snakemake(workdir, "--profile", str(profile), config=config, check=False,
+                     timeout=600)  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-4000:]
+    assert "Error in rule train_sweep" in output, output[-4000:]
+    assert "results/logs/sweep/heads~2.log" in output  # the rule's log, shown too
+    assert "no-such-device" in output
+    slurm_logs = list((workdir / ".snakemake" / "slurm_logs" / "rule_train_sweep").glob("*/*.log"))
+    assert len(slurm_logs) == 1
+    assert str(slurm_logs[0]) in output  # the failed job's SLURM log is named
+    assert slurm_job_states()[slurm_logs[0].stem] == "FAILED"
