@@ -113,3 +113,42 @@ def test_metrics_take_covid_as_positive():
     assert m["recall"] == pytest.approx(2 / 3) and m["precision"] == pytest.approx(2 / 3)
     assert m["specificity"] == pytest.approx(2 / 3)
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 2)
+
+
+def test_interrupted_then_resumed_training_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    import vitct.train as train_module
+
+    cfg = ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.2)
+    tcfg = TrainConfig(epochs=4, batch_size=16, seed=5)
+    cache = _toy_cache()
+    model_a, history_a, _ = train(cfg, tcfg, cache)
+
+    real_evaluate = train_module.evaluate_split
+    calls = {"n": 0}
+
+    def crash_in_epoch_3(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")  # as if the job died after epoch 2's checkpoint
+        return real_evaluate(*args)
+
+    resume = tmp_path / "resume.pt"
+    monkeypatch.setattr(train_module, "evaluate_split", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tcfg, cache, resume_path=resume, run_id="r1")
+    assert resume.exists()
+    monkeypatch.setattr(train_module, "evaluate_split", real_evaluate)
+    model_b, history_b, _ = train(cfg, tcfg, cache, resume_path=resume, run_id="r1")
+    assert history_a.equals(history_b)
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_from_another_run_is_not_resumed(tmp_path):
+    cfg = ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2)
+    resume = tmp_path / "resume.pt"
+    train(cfg, TrainConfig(epochs=2, batch_size=16), _toy_cache(), resume_path=resume, run_id="a")
+    _, history, _ = train(
+        cfg, TrainConfig(epochs=2, batch_size=16), _toy_cache(), resume_path=resume, run_id="b"
+    )
+    assert list(history.epoch) == [1, 2]

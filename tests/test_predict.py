@@ -356,7 +356,7 @@ def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
 def evaluation_images(run: Path) -> tuple[pd.DataFrame, list[str]]:
     """Evaluation's predictions.csv and the absolute paths of its test images."""
     evaluation = pd.read_csv(run / "results/final/predictions.csv")
-    root = Path(json.loads((run / "results/data/source.json").read_text())["root"])
+    root = run / json.loads((run / "results/data/source.json").read_text())["root"]
     return evaluation, [str(root / p) for p in evaluation.path]
 
 

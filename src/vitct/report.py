@@ -29,6 +29,8 @@ PACKAGES = (
     "pillow",
     "safetensors",
 )
+SWEEP_COLUMNS = ["val_accuracy", "val_mcc", "val_roc_auc", "val_f1", "val_loss", "best_epoch",
+                 "parameters"]  # fmt: skip
 HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
 
 
@@ -135,6 +137,7 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
     train_metrics = json.loads(Path(inputs["train_metrics"]).read_text())
     metric_col = best["selection_metric"]
     summary = summary.sort_values(metric_col, ascending=False)
+    params = list(best["params"])
     bench = benchmark_table(benchmarks)
     baseline = json.loads(Path(inputs["baseline"]).read_text())
     ci = metrics.get("ci95", {})
@@ -158,7 +161,7 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         rejects=_table(rejects, index=False) if len(rejects) else "",
         split=_table(split_summary(split)),
         config=yaml.safe_dump(config, sort_keys=False),
-        sweep=_table(summary.drop(columns=["run"]), index=False),
+        sweep=_table(summary[params + SWEEP_COLUMNS], index=False),
         n_runs=len(summary),
         best=best,
         final_params=train_metrics["params"],

@@ -75,3 +75,14 @@ def sweep_settings(wildcards):
 
 def defined_envvars(*names):
     return [name for name in names if name in os.environ]
+
+
+def predict_folder(wildcards):
+    inputs = config["predict"]["inputs"]
+    if wildcards.name not in inputs:
+        raise ValueError(
+            f"predict.inputs has no entry '{wildcards.name}' (configured: "
+            f"{', '.join(inputs) or 'none'}); add `predict: {{inputs: {{{wildcards.name}: "
+            "FOLDER}}` to the config"
+        )
+    return inputs[wildcards.name]

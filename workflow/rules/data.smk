@@ -13,6 +13,8 @@ rule fetch_data:
         receipt=f"{RESULTS}/data/source.json",
     log:
         f"{LOGS}/fetch_data.log",
+    benchmark:
+        f"{BENCH}/fetch_data.tsv"
     conda:
         ENV
     params:
@@ -85,6 +87,8 @@ rule pixel_baseline:
         baseline=f"{RESULTS}/baseline/nearest_neighbour.json",
     log:
         f"{LOGS}/pixel_baseline.log",
+    benchmark:
+        f"{BENCH}/pixel_baseline.tsv"
     conda:
         ENV
     params:

@@ -94,6 +94,8 @@ rule attention_maps:
         ),
     log:
         f"{LOGS}/attention_maps.log",
+    benchmark:
+        f"{BENCH}/attention_maps.tsv"
     conda:
         ENV
     threads: config["final"]["threads"]

@@ -2,17 +2,6 @@
 # configured as predict.inputs.NAME. Not part of `all`: it runs only when asked for.
 
 
-def predict_folder(wildcards):
-    inputs = config["predict"]["inputs"]
-    if wildcards.name not in inputs:
-        raise ValueError(
-            f"predict.inputs has no entry '{wildcards.name}' (configured: "
-            f"{', '.join(inputs) or 'none'}); add `predict: {{inputs: {{{wildcards.name}: "
-            "FOLDER}}` to the config"
-        )
-    return inputs[wildcards.name]
-
-
 rule predict:
     input:
         folder=predict_folder,

@@ -21,12 +21,13 @@ rule report:
         html=f"{RESULTS}/report.html",
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
     conda:
         ENV
     params:
         # predict.inputs only concerns the predict rule: changing it must not redo the report
         config={key: value for key, value in config.items() if key != "predict"},
         benchmarks=BENCH,
-        workflow_dir=workflow.basedir,
     script:
         "../scripts/report.py"

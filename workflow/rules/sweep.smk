@@ -50,6 +50,8 @@ rule aggregate_sweep:
         ),
     log:
         f"{LOGS}/aggregate_sweep.log",
+    benchmark:
+        f"{BENCH}/aggregate_sweep.tsv"
     conda:
         ENV
     params:

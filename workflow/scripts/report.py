@@ -11,7 +11,7 @@ def main(snakemake):
         dict(snakemake.input.items()),
         snakemake.params.config,
         snakemake.params.benchmarks,
-        snakemake.params.workflow_dir,
+        snakemake.scriptdir,
     )
     Path(snakemake.output.html).write_text(html, encoding="utf-8")
 

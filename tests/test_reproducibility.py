@@ -1,0 +1,53 @@
+"""Same config and seed, same bytes; a killed run finishes only what is missing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SNAKEFILE, snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+IDENTICAL = ("results/final/metrics.json", "results/final/predictions.csv",
+             "results/sweep/summary.tsv", "results/sweep/best_params.json",
+             "results/data/split.tsv", "results/baseline/nearest_neighbour.json")  # fmt: skip
+
+
+def test_two_runs_give_byte_identical_results(demo_run: Path, tmp_path: Path):
+    snakemake(tmp_path, config=tiny_config())
+    for name in IDENTICAL:
+        assert (tmp_path / name).read_bytes() == (demo_run / name).read_bytes(), name
+
+
+def test_kill_9_mid_sweep_then_rerun_redoes_no_finished_job(tmp_path: Path):
+    config = tiny_config(training={"epochs": 6}, final={"overrides": {"epochs": 2}})
+    write_config(tmp_path, config)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory",
+           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    sweep = tmp_path / "results/sweep"
+    deadline = time.monotonic() + 300
+    try:
+        while len(list(sweep.glob("*/metrics.json"))) < 1:  # at least one job finished
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no sweep job finished in 5 minutes"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its running job, at once
+        proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    assert 0 < len(finished) < 4
+    # A killed Snakemake leaves its lock behind; --unlock is the documented way out.
+    snakemake(tmp_path, "--unlock")
+    proc = snakemake(tmp_path, "--rerun-incomplete")
+    assert (tmp_path / "results/report.html").exists()
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path.parent.name} was trained again"
+    assert len(list(sweep.glob("*/metrics.json"))) == 4
