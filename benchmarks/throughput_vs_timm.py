@@ -33,17 +33,33 @@ def build(variant: str, patch: int, args) -> torch.nn.Module:  # noqa: F821
         from vitct.model import ViT
         from vitct.settings import ViTConfig
 
-        return ViT(ViTConfig(image_size=args.image_size, patch_size=patch, embed_dim=args.width,
-                             depth=args.depth, heads=args.heads, mlp_ratio=args.mlp_ratio,
-                             dropout=args.dropout))  # fmt: skip
+        return ViT(
+            ViTConfig(
+                image_size=args.image_size,
+                patch_size=patch,
+                embed_dim=args.width,
+                depth=args.depth,
+                heads=args.heads,
+                mlp_ratio=args.mlp_ratio,
+                dropout=args.dropout,
+            )
+        )
     from timm.models.vision_transformer import VisionTransformer
 
     attn_drop = 0.0 if variant == "timm-no-attn-drop" else args.dropout
-    return VisionTransformer(img_size=args.image_size, patch_size=patch, in_chans=1,
-                             num_classes=2, embed_dim=args.width, depth=args.depth,
-                             num_heads=args.heads, mlp_ratio=args.mlp_ratio,
-                             drop_rate=args.dropout, proj_drop_rate=args.dropout,
-                             attn_drop_rate=attn_drop)  # fmt: skip
+    return VisionTransformer(
+        img_size=args.image_size,
+        patch_size=patch,
+        in_chans=1,
+        num_classes=2,
+        embed_dim=args.width,
+        depth=args.depth,
+        num_heads=args.heads,
+        mlp_ratio=args.mlp_ratio,
+        drop_rate=args.dropout,
+        proj_drop_rate=args.dropout,
+        attn_drop_rate=attn_drop,
+    )
 
 
 def measure(variant: str, patch: int, args) -> dict:
@@ -78,8 +94,10 @@ def measure(variant: str, patch: int, args) -> dict:
 def run_child(variant: str, patch: int, argv: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", variant, str(patch), *argv],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -103,9 +121,11 @@ def main() -> None:
         print(json.dumps(measure(args.child[0], int(args.child[1]), args)))
         return
     argv = [a for a in sys.argv[1:]]
-    print(f"training step, batch {args.batch}, {args.image_size}px, width {args.width}, depth "
-          f"{args.depth}, heads {args.heads}, dropout {args.dropout}, {args.threads} threads; "
-          f"median of {args.rounds} alternating rounds")  # fmt: skip
+    print(
+        f"training step, batch {args.batch}, {args.image_size}px, width {args.width}, depth "
+        f"{args.depth}, heads {args.heads}, dropout {args.dropout}, {args.threads} threads; "
+        f"median of {args.rounds} alternating rounds"
+    )
     header = f"{'patch':>5} {'variant':>18} {'images/s':>9} {'peak MB':>8} {'vitct/this':>10}"
     print(header)
     for patch in args.patches:
@@ -118,8 +138,10 @@ def main() -> None:
             speed = [r["images_per_s"] for r in results[variant]]
             ratio = statistics.median(a / b for a, b in zip(ours, speed, strict=True))
             peak = max(r["peak_rss_mb"] for r in results[variant])
-            print(f"{patch:>5} {variant:>18} {statistics.median(speed):>9.1f} {peak:>8.0f} "
-                  f"{ratio:>9.2f}x")  # fmt: skip
+            print(
+                f"{patch:>5} {variant:>18} {statistics.median(speed):>9.1f} {peak:>8.0f} "
+                f"{ratio:>9.2f}x"
+            )
 
 
 if __name__ == "__main__":

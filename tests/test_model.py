@@ -140,7 +140,8 @@ def test_interrupted_then_resumed_training_equals_an_uninterrupted_run(tmp_path,
     monkeypatch.setattr(train_module, "evaluate_split", real_evaluate)
     model_b, history_b, _ = train(cfg, tcfg, cache, resume_path=resume, run_id="r1")
     assert history_a.equals(history_b)
-    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+    pairs = zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
         assert torch.equal(a, b), name
 
 

@@ -144,8 +144,12 @@ def png_claiming(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + crc
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("side", [8_000, 100_000], ids=["over limit (PIL warns)", "far over"])
@@ -175,8 +179,9 @@ def rewrite_header(src: Path, dst: Path, change) -> Path:
 
 
 def test_wrong_artifact_version(model_path, tmp_path):
-    old = rewrite_header(model_path, tmp_path / "old.safetensors",
-                         lambda meta: meta.update(format_version=1))  # fmt: skip
+    old = rewrite_header(
+        model_path, tmp_path / "old.safetensors", lambda meta: meta.update(format_version=1)
+    )
     with pytest.raises(ArtifactError, match="v1, this vitct reads vitct-model v2: retrain"):
         load_model(old)
 
@@ -191,8 +196,11 @@ def test_tampered_artifact_bytes(model_path, tmp_path):
 
 
 def test_tampered_checksum_in_header(model_path, tmp_path):
-    forged = rewrite_header(model_path, tmp_path / "forged.safetensors",
-                            lambda meta: meta.update(weights_sha256="0" * 64))  # fmt: skip
+    forged = rewrite_header(
+        model_path,
+        tmp_path / "forged.safetensors",
+        lambda meta: meta.update(weights_sha256="0" * 64),
+    )
     with pytest.raises(ArtifactError, match="do not match the sha256"):
         load_model(forged)
 
@@ -332,8 +340,18 @@ def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
     assert ok.stdout.splitlines()[0] == "path,predicted,prob_covid,error"
 
     out = tmp_path / "out" / "predictions.csv"
-    some = vitct("predict", str(model_path), str(good), str(tmp_path / "missing.png"),
-                 "-o", str(out), "--timeout", "2", "--max-bytes", "1000000")  # fmt: skip
+    some = vitct(
+        "predict",
+        str(model_path),
+        str(good),
+        str(tmp_path / "missing.png"),
+        "-o",
+        str(out),
+        "--timeout",
+        "2",
+        "--max-bytes",
+        "1000000",
+    )
     assert some.returncode == 1
     assert some.stderr == "vitct: 1 of 2 inputs could not be classified (see the error column)\n"
     table = pd.read_csv(out, keep_default_na=False)

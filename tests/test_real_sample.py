@@ -83,8 +83,10 @@ def test_sample_folder(folder_run):
 @pytest.mark.real_data
 def test_sample_counts_warn_with_the_numbers(folder_run):
     log = (folder_run / FETCH_LOG).read_text()
-    assert "WARNING per-class counts {'COVID': 40, 'non-COVID': 40} differ from what Kaggle " \
-           "serves {'COVID': 1252, 'non-COVID': 1229}" in log  # fmt: skip
+    assert (
+        "WARNING per-class counts {'COVID': 40, 'non-COVID': 40} differ from what Kaggle "
+        "serves {'COVID': 1252, 'non-COVID': 1229}" in log
+    )
 
 
 @pytest.mark.slow
@@ -170,8 +172,9 @@ def kaggle_stand_in(tmp_path, monkeypatch) -> Path:
 
 
 def kaggle_fetch(workdir: Path, check: bool = True):
-    return snakemake(workdir, RECEIPT, config=tiny_config(dataset={"source": "kaggle"}),
-                     check=check)  # fmt: skip
+    return snakemake(
+        workdir, RECEIPT, config=tiny_config(dataset={"source": "kaggle"}), check=check
+    )
 
 
 @pytest.mark.slow
@@ -188,12 +191,15 @@ def test_kaggle_source(kaggle_stand_in):
 
 KAGGLE_FAILURES = {
     "no credentials": ("auth", {}, "Kaggle asks for credentials and none are set"),
-    "rejected credentials": ("auth", {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": KEY},
-                             "Kaggle rejected the credentials"),
+    "rejected credentials": (
+        "auth",
+        {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": KEY},
+        "Kaggle rejected the credentials",
+    ),
     "no network": ("offline", {}, "Kaggle cannot be reached (no network"),
     "no such dataset": ("missing", {}, f"Kaggle has no dataset '{SLUG}'"),
     "cut zip": ("cut", {}, "is not a readable zip"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow

@@ -14,9 +14,14 @@ from conftest import SNAKEFILE, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
-IDENTICAL = ("results/final/metrics.json", "results/final/predictions.csv",
-             "results/sweep/summary.tsv", "results/sweep/best_params.json",
-             "results/data/split.tsv", "results/baseline/nearest_neighbour.json")  # fmt: skip
+IDENTICAL = (
+    "results/final/metrics.json",
+    "results/final/predictions.csv",
+    "results/sweep/summary.tsv",
+    "results/sweep/best_params.json",
+    "results/data/split.tsv",
+    "results/baseline/nearest_neighbour.json",
+)
 
 
 def test_two_runs_give_byte_identical_results(demo_run: Path, tmp_path: Path):
@@ -28,10 +33,22 @@ def test_two_runs_give_byte_identical_results(demo_run: Path, tmp_path: Path):
 def test_kill_9_mid_sweep_then_rerun_redoes_no_finished_job(tmp_path: Path):
     config = tiny_config(training={"epochs": 6}, final={"overrides": {"epochs": 2}})
     write_config(tmp_path, config)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory",
-           str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--cores",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     sweep = tmp_path / "results/sweep"
     deadline = time.monotonic() + 300
     try:

@@ -24,6 +24,9 @@ PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 FIRST_STATUS_CHECK = 2  # seconds; the cluster's MinJobAge (300 s) must stay above 3 x this
 
 
+ENABLE = "VITCT_SLURM_TESTS"  # .ci/run sets it; the tests install packages and start daemons
+
+
 def skip_or_fail(reason: str):
     """Skip outside CI; in CI (.ci/run) these tests must run, so a missing piece fails."""
     if os.environ.get("CI"):
@@ -34,6 +37,11 @@ def skip_or_fail(reason: str):
 @pytest.fixture(scope="module")
 def slurm_cluster():
     """A running single-node cluster; its daemons are stopped whatever the tests do."""
+    if not os.environ.get(ENABLE) and not os.environ.get("CI"):
+        pytest.skip(
+            f"set {ENABLE}=1 to run the SLURM tests: they apt-get install slurm-wlm and munge, "
+            "write /etc/slurm/slurm.conf and start SLURM daemons on this machine (as .ci/run does)"
+        )
     if os.geteuid() != 0:
         skip_or_fail("the SLURM test cluster needs root (it installs packages and runs daemons)")
     if not shutil.which("slurmctld") and not shutil.which("apt-get"):
@@ -43,8 +51,9 @@ def slurm_cluster():
     # Not under pytest's basetemp, which another pytest session may prune while the daemons run.
     state = Path(tempfile.mkdtemp(prefix="vitct-slurm-"))
     try:
-        start = subprocess.run(["bash", SCRIPT, "start", state], capture_output=True, text=True,
-                               timeout=300)  # fmt: skip
+        start = subprocess.run(
+            ["bash", SCRIPT, "start", state], capture_output=True, text=True, timeout=300
+        )
         if start.returncode != 0:
             pytest.fail(f"the SLURM test cluster did not start:\n{start.stdout}\n{start.stderr}")
         yield state
@@ -60,12 +69,14 @@ def slurm_profile(folder: Path) -> Path:
     for resources in (profile["default-resources"], *profile["set-resources"].values()):
         resources["slurm_partition"] = "debug"
     profile["default-resources"]["slurm_account"] = "vitct-test"  # accepted without accounting
-    profile.update({
-        "slurm-status-command": "squeue",
-        "slurm-init-seconds-before-status-checks": FIRST_STATUS_CHECK,
-        "slurm-keep-successful-logs": True,
-        "latency-wait": 5,
-    })  # fmt: skip
+    profile.update(
+        {
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": FIRST_STATUS_CHECK,
+            "slurm-keep-successful-logs": True,
+            "latency-wait": 5,
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
@@ -73,8 +84,9 @@ def slurm_profile(folder: Path) -> Path:
 
 def slurm_job_states() -> dict[str, str]:
     """SLURM job id -> state of every job the controller still remembers (MinJobAge)."""
-    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i %T"], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["squeue", "-h", "--states=all", "-o", "%i %T"], capture_output=True, text=True, check=True
+    ).stdout
     return dict(line.split() for line in out.splitlines())
 
 
@@ -98,15 +110,21 @@ def test_pipeline_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
     # So were the other heavy steps, and the light ones (localrules) ran in Snakemake itself.
     submitted = set(re.findall(r"slurm_logs/rule_(\w+)/", output))
     assert {"preprocess", "train_final", "evaluate", "attention_maps"} < submitted
-    assert not submitted & {"fetch_data", "build_manifest", "split_manifest", "aggregate_sweep",
-                            "report"}  # fmt: skip
+    assert not submitted & {
+        "fetch_data",
+        "build_manifest",
+        "split_manifest",
+        "aggregate_sweep",
+        "report",
+    }
 
     local = tmp_path / "local"
     snakemake(local, config=config)
     summary = "results/sweep/summary.tsv"
     assert (cluster / summary).read_bytes() == (local / summary).read_bytes()
-    metrics = [json.loads((run / "results/final/metrics.json").read_text())
-               for run in (cluster, local)]  # fmt: skip
+    metrics = [
+        json.loads((run / "results/final/metrics.json").read_text()) for run in (cluster, local)
+    ]
     for m in metrics:
         m["data"].pop("root")  # the run's own folder
     assert metrics[0] == metrics[1]
@@ -117,8 +135,7 @@ def test_failing_slurm_job_is_reported_with_its_log(slurm_cluster, tmp_path):
     config = tiny_config(sweep={"grid": {"heads": [2]}}, training={"device": "no-such-device"})
     workdir = tmp_path / "run"
     profile = slurm_profile(tmp_path / "profile")
-    proc = snakemake(workdir, "--profile", str(profile), config=config, check=False,
-                     timeout=600)  # fmt: skip
+    proc = snakemake(workdir, "--profile", str(profile), config=config, check=False, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-4000:]
     assert "Error in rule train_sweep" in output, output[-4000:]

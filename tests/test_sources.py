@@ -62,8 +62,11 @@ def leftovers(parent: Path) -> list[str]:
     """What an extraction left beside its target."""
     if not parent.exists():
         return []
-    return sorted(p.name for p in parent.iterdir() if p.name in ("extracted", "download")
-                  or p.name.startswith(".partial-"))  # fmt: skip
+    return sorted(
+        p.name
+        for p in parent.iterdir()
+        if p.name in ("extracted", "download") or p.name.startswith(".partial-")
+    )
 
 
 # --- safe_extract -------------------------------------------------------------------------
@@ -139,8 +142,10 @@ def test_safe_extract_unpacks_into_place(tmp_path):
     safe_extract(archive, work / "extracted", 100 * MB)
     assert leftovers(work) == ["extracted"]
     assert sorted(p.name for p in (work / "extracted" / "COVID").iterdir()) == [
-        "COVID (0).png", "COVID (1).png", "COVID (2).png"
-    ]  # fmt: skip
+        "COVID (0).png",
+        "COVID (1).png",
+        "COVID (2).png",
+    ]
 
 
 # --- find_class_root and from_local -------------------------------------------------------
@@ -394,13 +399,18 @@ def real_kaggle() -> str:
 
 def serve_fake_api(mode: str, zip_bytes: bytes) -> tuple[ThreadingHTTPServer, list]:
     authorizations = []
-    handler = type("Handler", (FakeKaggleApi,), {"mode": mode, "zip_bytes": zip_bytes,
-                                                 "authorizations": authorizations})  # fmt: skip
+    handler = type(
+        "Handler",
+        (FakeKaggleApi,),
+        {"mode": mode, "zip_bytes": zip_bytes, "authorizations": authorizations},
+    )
     try:
         server = ThreadingHTTPServer(("127.0.0.1", 80), handler)
     except OSError as e:
-        pytest.skip(f"cannot serve a fake Kaggle API on 127.0.0.1:80, the only address the real "
-                    f"CLI can be pointed at (KAGGLE_API_ENVIRONMENT=LOCALHOST): {e}")  # fmt: skip
+        pytest.skip(
+            f"cannot serve a fake Kaggle API on 127.0.0.1:80, the only address the real "
+            f"CLI can be pointed at (KAGGLE_API_ENVIRONMENT=LOCALHOST): {e}"
+        )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, authorizations
 
@@ -431,10 +441,15 @@ def test_stand_in_prints_what_the_real_cli_prints(case, real_kaggle, kaggle_env,
     served = dataset_zip(tmp_path / "served.zip")
     server, authorizations = serve_fake_api(mode, served.read_bytes())
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(credentials, KAGGLE_API_ENVIRONMENT="LOCALHOST", FAKE_KAGGLE=mode,
-               FAKE_KAGGLE_ZIP=str(served),
-               # Anything not for localhost goes to a closed local port: never to the internet.
-               https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")  # fmt: skip
+    env.update(
+        credentials,
+        KAGGLE_API_ENVIRONMENT="LOCALHOST",
+        FAKE_KAGGLE=mode,
+        FAKE_KAGGLE_ZIP=str(served),
+        # Anything not for localhost goes to a closed local port: never to the internet.
+        https_proxy="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+    )
     results = {}
     try:
         for name, cli in (("real", [real_kaggle]), ("stand-in", [sys.executable, STAND_IN])):

@@ -143,3 +143,13 @@ def test_editing_the_model_code_reruns_training(project_copy: Path):
         }
     finally:
         model_py.write_text(original)
+
+
+def test_snakemake_report_collects_the_annotated_outputs(demo_run: Path, tmp_path: Path):
+    import zipfile
+
+    target = tmp_path / "snakemake-report.zip"
+    snakemake(demo_run, "--report", str(target))
+    names = zipfile.ZipFile(target).namelist()
+    for figure in ("grid.png", "confusion_matrix.png", "roc.png", "rollout.png", "curves.png"):
+        assert any(n.endswith(figure) for n in names), figure

@@ -35,21 +35,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("model", help="model file, e.g. results/final/model.safetensors")
     predict.add_argument(
-        "inputs", nargs="+", metavar="INPUT",
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
         help="image file, folder (its image files, recursively) or http(s) URL",
-    )  # fmt: skip
+    )
     predict.add_argument("-o", "--output", metavar="CSV", help="write here instead of stdout")
     predict.add_argument(
         "--attention", metavar="DIR", help="also write an attention overlay PNG per image to DIR"
     )
     predict.add_argument(
-        "--timeout", type=_positive(float), default=DOWNLOAD_TIMEOUT, metavar="S",
+        "--timeout",
+        type=_positive(float),
+        default=DOWNLOAD_TIMEOUT,
+        metavar="S",
         help="seconds allowed per URL download (%(default)g)",
-    )  # fmt: skip
+    )
     predict.add_argument(
-        "--max-bytes", type=_positive(int), default=MAX_DOWNLOAD_BYTES, metavar="N",
+        "--max-bytes",
+        type=_positive(int),
+        default=MAX_DOWNLOAD_BYTES,
+        metavar="N",
         help="largest URL download in bytes (%(default)d)",
-    )  # fmt: skip
+    )
     return parser
 
 
@@ -70,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = int((table.error != "").sum())
     if failed:
-        print(f"vitct: {failed} of {len(table)} inputs could not be classified (see the error "
-              "column)", file=sys.stderr)  # fmt: skip
+        print(
+            f"vitct: {failed} of {len(table)} inputs could not be classified (see the error "
+            "column)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -136,8 +136,9 @@ class Predictor:
             chunk = images[start : start + 64]
             weights = attention_weights(self.model, chunk, self.mean, self.std)
             heat = to_grid(rollout(weights, cfg.pooling == "cls"), cfg.grid_size)
-            for image, h, row in zip(chunk, heat, rows.iloc[start : start + 64].itertuples(),
-                                     strict=True):  # fmt: skip
+            for image, h, row in zip(
+                chunk, heat, rows.iloc[start : start + 64].itertuples(), strict=True
+            ):
                 stem = re.sub(r"[^\w.-]+", "_", Path(row.path).stem).strip("_")[:60]
                 title = f"{row.path}\n{row.predicted} (p_covid={row.prob_covid:.3f})"
                 plot_overlay(image, h, title, folder / f"{row.Index:04d}_{stem}.png")
@@ -179,11 +180,13 @@ def _expand(images) -> list[tuple[str, object]]:
         elif isinstance(item, str | Path) and not _is_url(str(item)) and Path(item).is_dir():
             folder = Path(item)
             files = sorted(
-                p for p in folder.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                p
+                for p in folder.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES
+                and p.is_file()
                 # hidden files (macOS ._name copies, checkpoints) are not scans
                 and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-            )  # fmt: skip
+            )
             items += [(str(p), p) for p in files]
             if not files:  # say so, rather than return nothing for a wrong folder
                 error = InputError(f"folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")

@@ -29,8 +29,15 @@ PACKAGES = (
     "pillow",
     "safetensors",
 )
-SWEEP_COLUMNS = ["val_accuracy", "val_mcc", "val_roc_auc", "val_f1", "val_loss", "best_epoch",
-                 "parameters"]  # fmt: skip
+SWEEP_COLUMNS = [
+    "val_accuracy",
+    "val_mcc",
+    "val_roc_auc",
+    "val_f1",
+    "val_loss",
+    "best_epoch",
+    "parameters",
+]
 HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
 
 

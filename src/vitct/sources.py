@@ -133,8 +133,9 @@ def from_kaggle(slug: str, work_dir: Path, max_bytes: int, cli: str = "kaggle") 
             proc = subprocess.run(cmd, capture_output=True, timeout=3600, env=env)
         except subprocess.TimeoutExpired:
             raise UserError(f"the Kaggle download did not finish within an hour. {hint}") from None
-        output = _drop_progress(f"{proc.stdout.decode(errors='replace')}\n"
-                                f"{proc.stderr.decode(errors='replace')}")  # fmt: skip
+        output = _drop_progress(
+            f"{proc.stdout.decode(errors='replace')}\n{proc.stderr.decode(errors='replace')}"
+        )
         log.info("kaggle CLI exit %d:\n%s", proc.returncode, _redact(output).strip())
         zips = sorted(download.glob("*.zip"))
         if proc.returncode != 0 or not zips:

@@ -66,7 +66,9 @@ def augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Te
 
     angle = uniform(-cfg.rotate_degrees, cfg.rotate_degrees) * math.pi / 180
     scale = uniform(1 - cfg.scale_range, 1 + cfg.scale_range)
-    flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(b)
+    flip = (
+        torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(b, device=x.device)
+    )
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [
@@ -187,10 +189,10 @@ def train(
         total_loss = correct = seen = 0.0
         for step, i in enumerate(range(0, len(order), train_cfg.batch_size)):
             idx = order[i : i + train_cfg.batch_size]
-            x = normalise(train_x[idx], mean, std)
-            if train_cfg.augment:
+            x = normalise(train_x[idx], mean, std).to(device, non_blocking=True)
+            y = train_y[idx].to(device, non_blocking=True)
+            if train_cfg.augment:  # on the training device: a GPU warps the batch itself
                 x = augment(x, train_cfg, gen)
-            x, y = x.to(device, non_blocking=True), train_y[idx].to(device, non_blocking=True)
             with _autocast(device):
                 logits = model(x)
                 loss = loss_fn(logits.float(), y)

@@ -120,8 +120,10 @@ def main() -> int:
     data = Path(os.environ["FAKE_KAGGLE_ZIP"]).read_bytes()
     target.write_bytes(data[: len(data) // 2] if mode == "cut" else data)
     size = f"{target.stat().st_size / 1024:.2f}k"
-    sys.stderr.write(f"\r  0%|          | 0.00/{size} [00:00<?, ?B/s]\r100%|{'█' * 10}| "
-                     f"{size}/{size} [00:00<00:00, 24.3MB/s]\n")  # fmt: skip
+    sys.stderr.write(
+        f"\r  0%|          | 0.00/{size} [00:00<?, ?B/s]\r100%|{'█' * 10}| "
+        f"{size}/{size} [00:00<00:00, 24.3MB/s]\n"
+    )
     print()
     return 0
 

@@ -10,8 +10,13 @@ def main(snakemake):
     table = load_model(snakemake.input.model).predict(snakemake.input.folder)
     write_csv(table, snakemake.output.predictions)
     ok = table.error == ""
-    logging.info("classified %d of %d images in %s: %s", ok.sum(), len(table),
-                 snakemake.input.folder, table.predicted[ok].value_counts().to_dict())  # fmt: skip
+    logging.info(
+        "classified %d of %d images in %s: %s",
+        ok.sum(),
+        len(table),
+        snakemake.input.folder,
+        table.predicted[ok].value_counts().to_dict(),
+    )
     failed = table[~ok]
     for row in failed.itertuples():  # kept in the CSV too; a bad file must not fail the others
         logging.warning("could not classify %s: %s", row.path, row.error)
