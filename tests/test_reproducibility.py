@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,17 @@ def test_two_runs_give_byte_identical_results(demo_run: Path, tmp_path: Path):
         assert (tmp_path / name).read_bytes() == (demo_run / name).read_bytes(), name
 
 
+def finished_sweep_runs(log: str) -> set[str]:
+    """Sweep run folders whose job Snakemake reported finished ("Finished jobid: N")."""
+    folder_of = {}
+    for block in re.split(r"\n(?=(?:local)?rule )", log):
+        if re.match(r"(local)?rule train_sweep:", block):
+            jobid = re.search(r"jobid: (\d+)", block).group(1)
+            folder_of[jobid] = re.search(r"results/sweep/([^/]+)/metrics.json", block).group(1)
+    done = re.findall(r"Finished jobid: (\d+) \(Rule: train_sweep\)", log)
+    return {folder_of[j] for j in done}
+
+
 def test_kill_9_mid_sweep_then_rerun_redoes_no_finished_job(tmp_path: Path):
     config = tiny_config(training={"epochs": 6}, final={"overrides": {"epochs": 2}})
     write_config(tmp_path, config)
@@ -46,25 +58,28 @@ def test_kill_9_mid_sweep_then_rerun_redoes_no_finished_job(tmp_path: Path):
         "--cores",
         "1",
     ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    sweep = tmp_path / "results/sweep"
+    log_path = tmp_path / "killed-run.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
-        while len(list(sweep.glob("*/metrics.json"))) < 1:  # at least one job finished
+        while not finished_sweep_runs(log_path.read_text()):  # until one job has finished
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no sweep job finished in 5 minutes"
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its running job, at once
         proc.wait()
-    finished = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    sweep = tmp_path / "results/sweep"
+    finished = {
+        run: (sweep / run / "metrics.json").stat().st_mtime_ns
+        for run in finished_sweep_runs(log_path.read_text())
+    }
     assert 0 < len(finished) < 4
     # A killed Snakemake leaves its lock behind; --unlock is the documented way out.
     snakemake(tmp_path, "--unlock")
-    proc = snakemake(tmp_path, "--rerun-incomplete")
+    snakemake(tmp_path, "--rerun-incomplete")
     assert (tmp_path / "results/report.html").exists()
-    for path, mtime in finished.items():
-        assert path.stat().st_mtime_ns == mtime, f"{path.parent.name} was trained again"
+    for run, mtime in finished.items():
+        assert (sweep / run / "metrics.json").stat().st_mtime_ns == mtime, f"{run} trained again"
     assert len(list(sweep.glob("*/metrics.json"))) == 4
