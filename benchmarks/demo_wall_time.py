@@ -10,6 +10,7 @@ were: (sum of job run times) / (wall time x cores).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,7 @@ def main() -> None:
         jobs = sorted(bench.rglob("*.tsv"))
         total = sum(pd.read_csv(p, sep="\t")["s"].iloc[0] for p in jobs)
         efficiency, window, busy, n_sweep = sweep_efficiency(bench / "sweep", args.cores)
+        metrics = json.loads((Path(workdir) / "results/final/metrics.json").read_text())
     print(
         f"demo pipeline wall time: {wall:.1f} s on {args.cores} cores "
         f"(target {TARGET_SECONDS} s: {wall / TARGET_SECONDS:.2f} of it)"
@@ -76,6 +78,15 @@ def main() -> None:
     print(
         f"benchmarked jobs: {len(jobs)}, their run times add up to {total:.1f} s; "
         f"core use {total / (wall * args.cores):.2f}"
+    )
+    print(
+        f"sweep: {n_sweep} jobs, {busy:.1f} s of job time in a {window:.1f} s window on "
+        f"{args.cores} cores: parallel efficiency {efficiency:.2f} (target 0.85)"
+    )
+    ci = metrics.get("ci95", {})
+    print(
+        f"demo test metrics: accuracy {metrics['accuracy']:.4f} {ci.get('accuracy', '')}, "
+        f"MCC {metrics['mcc']:.4f}, ROC-AUC {metrics['roc_auc']:.4f} (n={metrics['n']})"
     )
 
 

@@ -11,33 +11,13 @@ paths' validation metrics, which should agree closely.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
-import numpy as np
 import torch
+from common import demo_cache
 
-from vitct.data import load_grey
-from vitct.manifest import build_manifest
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.split import assign_splits
-from vitct.synthetic import generate
 from vitct.train import train
-
-
-def demo_cache(n_per_class: int, size: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        generate(tmp, n_per_class, seed=7, progress=False)
-        manifest, _ = build_manifest(tmp, progress=False)
-        split = assign_splits(manifest, {"train": 0.7, "val": 0.15, "test": 0.15}, 42)
-        cache = {}
-        for name in ("train", "val", "test"):
-            rows = manifest[split == name]
-            cache[f"{name}_x"] = np.stack([load_grey(f"{tmp}/{p}", size) for p in rows.path])
-            cache[f"{name}_y"] = rows.label.to_numpy()
-    cache["mean"] = cache["train_x"].mean() / 255
-    cache["std"] = cache["train_x"].std() / 255
-    return cache
 
 
 def main() -> None:

