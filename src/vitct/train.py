@@ -164,8 +164,9 @@ def train(
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train_cfg.label_smoothing)
 
     history, best, start_epoch = [], {"score": -math.inf, "epoch": 0, "state": None}, 0
+    stale = 0
     if resume_path and Path(resume_path).exists():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
+        state = torch.load(resume_path, map_location=device, weights_only=True)
         if state.get("run_id") == run_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -173,6 +174,7 @@ def train(
             gen.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             history, best, start_epoch = state["history"], state["best"], state["epoch"]
+            stale = start_epoch - best["epoch"]  # epochs since the best, for early stopping
             log.info("resumed from %s after epoch %d", resume_path, start_epoch)
         else:
             log.info("ignoring checkpoint %s from a different run", resume_path)
@@ -185,7 +187,7 @@ def train(
         len(cache["val_x"]),
         train_cfg.epochs,
     )
-    started, stale = time.perf_counter(), 0
+    started = time.perf_counter()
     bar = tqdm(
         range(start_epoch, train_cfg.epochs),
         initial=start_epoch,
