@@ -112,3 +112,16 @@ def real_data_root() -> Path:
     if not (root / "sarscov2-ct-sample").is_dir():
         pytest.fail(f"{REAL_DATA_ENV}={value} does not hold sarscov2-ct-sample/")
     return root
+
+
+KAGGLE_STAND_IN = REPO / "tests" / "fakes" / "kaggle_cli.py"
+
+
+def put_kaggle_stand_in_on_path(folder: Path, monkeypatch) -> None:
+    """Make `kaggle` run the stand-in CLI (tests/fakes/kaggle_cli.py) for this test."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    launcher = bin_dir / "kaggle"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{KAGGLE_STAND_IN}" "$@"\n')
+    launcher.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")

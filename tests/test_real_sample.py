@@ -11,13 +11,18 @@ import base64
 import io
 import json
 import os
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import real_data_root, snakemake, tiny_config
+from conftest import (
+    KAGGLE_STAND_IN,
+    put_kaggle_stand_in_on_path,
+    real_data_root,
+    snakemake,
+    tiny_config,
+)
 from PIL import Image
 
 from vitct.data import CLASS_DIRS, load_cache, load_grey
@@ -25,7 +30,7 @@ from vitct.data import CLASS_DIRS, load_cache, load_grey
 CACHE = "results/data/images.npz"
 RECEIPT = "results/data/source.json"
 FETCH_LOG = "results/logs/fetch_data.log"
-STAND_IN = Path(__file__).parent / "fakes" / "kaggle_cli.py"
+STAND_IN = KAGGLE_STAND_IN
 SLUG = "plameneduardo/sarscov2-ctscan-dataset"
 KEY = "k3y-that-must-never-be-printed-0123456789"
 
@@ -152,12 +157,7 @@ def kaggle_stand_in(tmp_path, monkeypatch) -> Path:
     for var in list(os.environ):
         if var.startswith("KAGGLE_") or var in ("VERBOSE", "VERBOSE_OUTPUT", "XDG_CONFIG_HOME"):
             monkeypatch.delenv(var)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    launcher = bin_dir / "kaggle"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STAND_IN}" "$@"\n')
-    launcher.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    put_kaggle_stand_in_on_path(tmp_path, monkeypatch)
     served = tmp_path / "served.zip"
     with zipfile.ZipFile(served, "w") as zf:
         for c in CLASS_DIRS:

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import KAGGLE_STAND_IN, put_kaggle_stand_in_on_path
 from PIL import Image
 
 from vitct.data import CLASS_DIRS
@@ -38,7 +39,7 @@ from vitct.sources import (
 from vitct.step import UserError
 
 SLUG = "plameneduardo/sarscov2-ctscan-dataset"
-STAND_IN = Path(__file__).parent / "fakes" / "kaggle_cli.py"
+STAND_IN = KAGGLE_STAND_IN
 KEY = "k3y-that-must-never-be-printed-0123456789"
 MB = 2**20
 
@@ -220,12 +221,7 @@ def kaggle_env(tmp_path, monkeypatch):
 def stand_in(tmp_path, monkeypatch, kaggle_env):
     """The stand-in first on PATH as `kaggle`, serving a small dataset zip; FAKE_KAGGLE picks
     the outcome."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    launcher = bin_dir / "kaggle"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STAND_IN}" "$@"\n')
-    launcher.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    put_kaggle_stand_in_on_path(tmp_path, monkeypatch)
     monkeypatch.setenv("FAKE_KAGGLE_ZIP", str(dataset_zip(tmp_path / "served.zip")))
     monkeypatch.setenv("FAKE_KAGGLE", "ok")
 

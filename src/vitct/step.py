@@ -38,9 +38,10 @@ def run(snakemake, main: Callable[..., None]) -> None:
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
         try:
-            from vitct.train import configure_threads
+            if "torch" in sys.modules:  # only steps that use torch pay for importing it
+                from vitct.train import configure_threads
 
-            configure_threads(snakemake.threads)
+                configure_threads(snakemake.threads)
             main(snakemake)
         except _expected_errors() as e:
             message = f"{type(e).__name__}: {e}"
