@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/final.smk"
+include: "workflow/rules/ablation.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 
@@ -25,6 +26,7 @@ localrules:
     build_manifest,
     split_manifest,
     aggregate_sweep,
+    ablation_table,
     report,
 
 

@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: synthetic demo slices preprocessed in memory."""
+"""Shared by the benchmark scripts: train/val/test arrays preprocessed in memory, from
+generated demo slices or from a folder in the Kaggle layout (COVID/, non-COVID/)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,22 @@ from vitct.split import assign_splits
 from vitct.synthetic import generate
 
 
-def demo_cache(n_per_class: int, size: int) -> dict:
-    """train/val/test arrays like vitct.data.load_splits returns, from generated slices."""
-    with tempfile.TemporaryDirectory() as tmp:
-        generate(tmp, n_per_class, seed=7, progress=False)
-        manifest, _ = build_manifest(tmp, progress=False)
-        split = assign_splits(manifest, {"train": 0.7, "val": 0.15, "test": 0.15}, 42)
-        cache = {}
-        for name in ("train", "val", "test"):
-            rows = manifest[split == name]
-            cache[f"{name}_x"] = np.stack([load_grey(f"{tmp}/{p}", size) for p in rows.path])
-            cache[f"{name}_y"] = rows.label.to_numpy()
+def folder_cache(root: str, size: int, seed: int = 42) -> dict:
+    """train/val/test arrays like vitct.data.load_splits returns (random 70/15/15 split)."""
+    manifest, _ = build_manifest(root, progress=False)
+    split = assign_splits(manifest, {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
+    cache = {}
+    for name in ("train", "val", "test"):
+        rows = manifest[split == name]
+        cache[f"{name}_x"] = np.stack([load_grey(f"{root}/{p}", size) for p in rows.path])
+        cache[f"{name}_y"] = rows.label.to_numpy()
     cache["mean"] = cache["train_x"].mean() / 255
     cache["std"] = cache["train_x"].std() / 255
     return cache
+
+
+def demo_cache(n_per_class: int, size: int) -> dict:
+    """folder_cache of freshly generated synthetic slices."""
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(tmp, n_per_class, seed=7, progress=False)
+        return folder_cache(tmp, size)

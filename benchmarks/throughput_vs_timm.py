@@ -1,6 +1,7 @@
 """Training throughput of vitct's ViT against timm's VisionTransformer, side by side.
 
     python benchmarks/throughput_vs_timm.py [--patches 8 16 32] [--image-size 224] [--rounds 3]
+                                            [--compile]
 
 Both models get the same patch size, width, depth, heads, MLP ratio, one input channel, batch
 and dropout rate, and train with AdamW on the same random batch. Each measurement runs in a
@@ -12,7 +13,8 @@ Where dropout acts: vitct applies it to the embeddings, the attention output pro
 MLP, and not to the attention weights; the fused scaled_dot_product_attention kernel then stays
 in use on the CPU. timm is measured twice: as the original study placed dropout (on the
 attention weights too: timm's attn_drop_rate, like Keras' MultiHeadAttention dropout), and with
-attn_drop_rate=0 (the same placement as ours) for reference.
+attn_drop_rate=0 (the same placement as ours) for reference. With --compile, vitct under
+torch.compile is measured too (its compile time is excluded: it happens in the warm-up step).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import sys
 import time
 
 VARIANTS = ("vitct", "timm", "timm-no-attn-drop")
+COMPILED = "vitct-compiled"
 
 
 def build(variant: str, patch: int, args) -> torch.nn.Module:  # noqa: F821
-    if variant == "vitct":
+    if variant in ("vitct", COMPILED):
         from vitct.model import ViT
         from vitct.settings import ViTConfig
 
@@ -70,6 +73,8 @@ def measure(variant: str, patch: int, args) -> dict:
     torch.manual_seed(0)
     model = build(variant, patch, args).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if variant == COMPILED:
+        model = torch.compile(model, dynamic=False)
     x = torch.randn(args.batch, 1, args.image_size, args.image_size)
     y = torch.randint(0, 2, (args.batch,))
 
@@ -115,6 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-steps", type=int, default=2)
     parser.add_argument("--min-seconds", type=float, default=3.0)
+    parser.add_argument("--compile", action="store_true", help=f"also measure {COMPILED}")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PATCH"))
     args, _ = parser.parse_known_args()
     if args.child:
@@ -128,13 +134,14 @@ def main() -> None:
     )
     header = f"{'patch':>5} {'variant':>18} {'images/s':>9} {'peak MB':>8} {'vitct/this':>10}"
     print(header)
+    variants = VARIANTS + ((COMPILED,) if args.compile else ())
     for patch in args.patches:
-        results = {v: [] for v in VARIANTS}
+        results = {v: [] for v in variants}
         for _ in range(args.rounds):
-            for variant in VARIANTS:
+            for variant in variants:
                 results[variant].append(run_child(variant, patch, argv))
         ours = [r["images_per_s"] for r in results["vitct"]]
-        for variant in VARIANTS:
+        for variant in variants:
             speed = [r["images_per_s"] for r in results[variant]]
             ratio = statistics.median(a / b for a, b in zip(ours, speed, strict=True))
             peak = max(r["peak_rss_mb"] for r in results[variant])

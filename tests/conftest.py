@@ -92,11 +92,14 @@ def jobs_to_run(workdir: Path, snakefile: Path = SNAKEFILE) -> dict[str, int]:
     return counts
 
 
+DEMO_RUN_ABLATION = {"variants": {"no_augmentation": {"augment": False}}}
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """One complete run of the tiny demo pipeline, shared by read-only tests."""
     workdir = tmp_path_factory.mktemp("demo_run")
-    snakemake(workdir, config=tiny_config())
+    snakemake(workdir, config=tiny_config(ablation=DEMO_RUN_ABLATION))
     return workdir
 
 

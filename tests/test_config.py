@@ -40,6 +40,22 @@ BAD_CONFIGS = {
         tiny_config(sweep={"grid": {"dropout": [0.1, 1.5]}}),
         "sweep.grid.dropout: 1.5 is greater than the maximum",
     ),
+    "ablation variant with a setting that does not exist": (
+        tiny_config(ablation={"variants": {"no_aug": {"augmnet": False}}}),
+        "ablation.variants.no_aug.augmnet is not a model or training setting",
+    ),
+    "ablation variant with an out-of-range value": (
+        tiny_config(ablation={"variants": {"smooth": {"label_smoothing": 0.9}}}),
+        "ablation.variants.smooth.label_smoothing: 0.9 is greater than the maximum",
+    ),
+    "ablation variant name that is no folder name": (
+        tiny_config(ablation={"variants": {"a/b": {"augment": False}}}),
+        "ablation.variants: 'a/b' does not match",
+    ),
+    "ablation variant that changes nothing": (
+        tiny_config(ablation={"variants": {"same": {}}}),
+        "ablation.variants.same: {} should be non-empty",
+    ),
     "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
     "local source without a path": (
         tiny_config(dataset={"source": "local"}),
@@ -58,7 +74,7 @@ def test_bad_config_stops_before_any_job_naming_the_key(case, tmp_path: Path):
 
 
 def test_the_shipped_configs_are_valid():
-    for name in ("config.yaml", "demo.yaml"):
+    for name in ("config.yaml", "demo.yaml", "real-cpu.yaml"):
         config = yaml.safe_load((REPO / "config" / name).read_text())
         assert schema_problems(config, SCHEMA) == [], name
 

@@ -10,7 +10,7 @@ from vitct.attention import patch_scores, rollout
 from vitct.metrics import binary_metrics
 from vitct.model import ViT, count_parameters
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import NonFiniteLossError, augment, train
+from vitct.train import NonFiniteLossError, Prefetcher, augment, maybe_compile, train
 
 
 @pytest.mark.parametrize("tokenizer", ["patch", "conv"])
@@ -153,3 +153,58 @@ def test_a_checkpoint_from_another_run_is_not_resumed(tmp_path):
         cfg, TrainConfig(epochs=2, batch_size=16), _toy_cache(), resume_path=resume, run_id="b"
     )
     assert list(history.epoch) == [1, 2]
+
+
+def test_prefetching_batches_changes_nothing_but_the_waiting():
+    cfg = ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.2)
+    runs = []
+    for prefetch in (False, True):
+        timings = {}
+        tcfg = TrainConfig(epochs=3, batch_size=16, seed=2, prefetch=prefetch)
+        model, history, _ = train(cfg, tcfg, _toy_cache(), timings=timings)
+        assert 0 <= timings["data_wait_s"] <= timings["train_s"]
+        runs.append((model.state_dict(), history))
+    assert runs[0][1].equals(runs[1][1])
+    for name, weights in runs[0][0].items():
+        assert torch.equal(weights, runs[1][0][name]), name
+
+
+def test_prefetcher_reraises_errors_from_the_batch_builder():
+    def batches():
+        yield 1
+        raise ValueError("bad batch")
+
+    prefetched = Prefetcher(batches())
+    assert next(prefetched) == 1
+    with pytest.raises(ValueError, match="bad batch"):
+        next(prefetched)
+
+
+def test_prefetcher_stops_when_training_ends_mid_epoch():
+    prefetched = Prefetcher(iter(range(1_000_000)))
+    assert next(prefetched) == 0
+    prefetched.close()  # the thread is blocked on a full queue: close must still return
+    assert not prefetched._thread.is_alive()
+
+
+def test_compile_is_used_on_cuda_only_unless_asked():
+    model = ViT(ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert maybe_compile(model, "auto", cpu) is model
+    assert maybe_compile(model, "never", cuda) is model
+    assert maybe_compile(model, "auto", cuda) is not model  # wrapping compiles nothing yet
+    assert maybe_compile(model, "always", cpu) is not model
+
+
+def test_paired_differences_score_both_models_on_the_same_resamples():
+    from vitct.metrics import paired_differences
+
+    y = np.array([1, 0] * 50)
+    right = y.astype(float)
+    wrong_on_ten = right.copy()
+    wrong_on_ten[:10] = 1 - wrong_on_ten[:10]
+    same = paired_differences(y, right, right, n_resamples=50)
+    assert same["accuracy"] == [0.0, 0.0, 0.0]
+    diff, low, high = paired_differences(y, right, wrong_on_ten, n_resamples=200)["accuracy"]
+    assert diff == pytest.approx(0.10)
+    assert 0 < low <= diff <= high

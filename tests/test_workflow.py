@@ -33,6 +33,8 @@ def test_every_contracted_output_exists(demo_run: Path):
         "final/attention/rollout.png",
         "final/attention/patch_grid.png",
         "final/attention/heads_1.png",
+        "ablation/ablation.tsv",
+        "ablation/ablation.png",
     ):
         assert (results / name).stat().st_size > 0, name
     metrics = json.loads((results / "final/metrics.json").read_text())
@@ -68,8 +70,26 @@ def test_report_says_it_is_demo_data_and_embeds_its_figures(demo_run: Path):
         "Reproducibility",
         "Run time per job",
         "COVID is the positive class",
+        "Ablation: what each ingredient buys",
     ):
         assert section in html
+
+
+def test_ablation_compares_each_variant_with_the_final_model(demo_run: Path):
+    results = demo_run / "results"
+    table = pd.read_csv(results / "ablation/ablation.tsv", sep="\t", keep_default_na=False)
+    assert list(table.variant) == ["final model", "no_augmentation"]
+    final, variant = table.iloc[0], table.iloc[1]
+    assert variant.changes == "augment=False"
+    final_metrics = json.loads((results / "final/metrics.json").read_text())
+    assert final.test_accuracy == pytest.approx(final_metrics["accuracy"])
+    variant_metrics = json.loads((results / "ablation/no_augmentation/metrics.json").read_text())
+    points = 100 * (final_metrics["accuracy"] - variant_metrics["accuracy"])
+    assert variant.accuracy_points == pytest.approx(points, abs=1e-3)
+    assert variant.accuracy_points_low <= variant.accuracy_points <= variant.accuracy_points_high
+    trained = json.loads((results / "ablation/no_augmentation/train_metrics.json").read_text())
+    assert trained["training"]["augment"] is False
+    assert trained["model"] == json.loads((results / "final/model_config.json").read_text())
 
 
 def test_training_log_shows_epoch_loss_metric_and_time_left(demo_run: Path):

@@ -63,9 +63,14 @@ def check(config: dict, schema: dict | None = None) -> None:
     if config["dataset"]["source"] == "local" and not config["dataset"]["path"]:
         raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
     known = MODEL_KEYS | TRAINING_KEYS
-    for section in ("sweep.grid", "final.overrides"):
-        head, tail = section.split(".")
-        for key in config[head][tail]:
+    variants = config.get("ablation", {}).get("variants", {})
+    sections = {
+        "sweep.grid": config["sweep"]["grid"],
+        "final.overrides": config["final"]["overrides"],
+    }
+    sections.update({f"ablation.variants.{name}": v for name, v in variants.items()})
+    for section, settings in sections.items():
+        for key in settings:
             if key not in known:
                 raise ConfigError(
                     f"{section}.{key} is not a model or training setting; choose from "
@@ -77,6 +82,9 @@ def check(config: dict, schema: dict | None = None) -> None:
         swept = dict(zip(grid, combo, strict=True))
         _check_run(config, swept, "sweep.grid", schema)
         _check_run(config, {**swept, **overrides}, "final.overrides", schema)
+        for name, changes in variants.items():
+            where = f"ablation.variants.{name}"
+            _check_run(config, {**swept, **overrides, **changes}, where, schema)
 
 
 def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> None:

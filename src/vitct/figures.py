@@ -1,4 +1,5 @@
-"""Figures: training curves, the sweep grid, confusion matrix, ROC and attention maps."""
+"""Figures: training curves, the sweep grid, confusion matrix, ROC, the ablation and attention
+maps."""
 
 from __future__ import annotations
 
@@ -67,6 +68,24 @@ def plot_grid(summary: pd.DataFrame, params: list[str], metric: str, path) -> No
         key = key if isinstance(key, tuple) else (key,)
         ax.set_title(", ".join(f"{p}={v}" for p, v in zip(rest, key, strict=True)) or metric)
     fig.suptitle(f"validation {metric} per combination")
+    _save(fig, path)
+
+
+def plot_ablation(table: pd.DataFrame, path) -> None:
+    """Points of test accuracy and MCC each variant loses against the final model (bars), with
+    paired bootstrap 95% intervals (whiskers)."""
+    rows = table[table.variant != "final model"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * max(len(rows), 2) + 1.4), sharey=True)
+    labels = [f"{v}\n({c})" for v, c in zip(rows.variant, rows.changes, strict=True)]
+    for ax, metric in zip(axes, ("accuracy", "mcc"), strict=True):
+        value = rows[f"{metric}_points"].to_numpy()
+        err = [value - rows[f"{metric}_points_low"], rows[f"{metric}_points_high"] - value]
+        colours = ["tab:blue" if v >= 0 else "tab:red" for v in value]
+        ax.barh(labels, value, xerr=err, color=colours, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set(xlabel=f"final minus variant, {metric} points", title=f"test {metric}")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
     _save(fig, path)
 
 

@@ -66,3 +66,34 @@ def bootstrap_intervals(
         for m, v in samples.items()
         if v
     }
+
+
+def paired_differences(
+    y_true, prob_a, prob_b, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Metric of model a minus metric of model b on the same test images, with a paired
+    percentile bootstrap interval (both models are scored on each resample of the images).
+
+    Returns {metric: [difference, low, high]} for accuracy and MCC.
+    """
+    y_true = np.asarray(y_true)
+    pred_a = (np.asarray(prob_a, dtype=float) >= 0.5).astype(int)
+    pred_b = (np.asarray(prob_b, dtype=float) >= 0.5).astype(int)
+    scores = {"accuracy": skm.accuracy_score, "mcc": skm.matthews_corrcoef}
+    rng = np.random.default_rng(seed)
+    samples = {m: [] for m in scores}
+    for _ in range(n_resamples):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        for m, score in scores.items():
+            samples[m].append(score(y_true[idx], pred_a[idx]) - score(y_true[idx], pred_b[idx]))
+    alpha = (1 - level) / 2 * 100
+    out = {}
+    for m, score in scores.items():
+        diff = float(score(y_true, pred_a) - score(y_true, pred_b))
+        low, high = (
+            (float(np.percentile(samples[m], alpha)), float(np.percentile(samples[m], 100 - alpha)))
+            if n_resamples
+            else (float("nan"), float("nan"))
+        )
+        out[m] = [diff, low, high]
+    return out

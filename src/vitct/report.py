@@ -158,6 +158,11 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
             for m in HEADLINE
         ]
     )
+    ablation = ""
+    if "ablation_table" in inputs:
+        ablation = _table(
+            pd.read_csv(inputs["ablation_table"], sep="\t", keep_default_na=False), index=False
+        )
     env = Environment(loader=PackageLoader("vitct"), autoescape=select_autoescape())
     template = env.get_template("report.html")
     return template.render(
@@ -177,6 +182,8 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         best_epoch=train_metrics["best_epoch"],
         epochs_run=train_metrics["epochs_run"],
         headline=_table(headline, index=False),
+        ablation=ablation,
+        ablation_figure=embed_png(inputs["ablation_figure"]) if ablation else "",
         metrics=metrics,
         figures={
             k: embed_png(inputs[k])

@@ -55,12 +55,16 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_epochs: int = 2
+    lr_schedule: str = "cosine"  # after warm-up: "cosine" decay to 0, or "constant"
     label_smoothing: float = 0.0
     grad_clip: float = 1.0
     patience: int = 0  # epochs without improvement before stopping; 0 never stops early
     selection_metric: str = "mcc"  # validation metric that picks the best epoch
+    select_best_epoch: bool = True  # False: keep the last epoch's weights
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when present, else CPU
+    compile: str = "auto"  # torch.compile: "auto" (on CUDA only), "always" or "never"
+    prefetch: bool = True  # build the next batch in a background thread during this step
     augment: bool = True
     hflip: bool = True
     rotate_degrees: float = 10.0

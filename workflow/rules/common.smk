@@ -86,3 +86,25 @@ def predict_folder(wildcards):
             "FOLDER}}` to the config"
         )
     return inputs[wildcards.name]
+
+
+VARIANTS = config["ablation"]["variants"]
+
+
+def ablation_overrides(wildcards):
+    """The final model's overrides with one ablation variant's changes on top."""
+    return {**config["final"]["overrides"], **VARIANTS[wildcards.variant]}
+
+
+def ablation_outputs(wildcards):
+    """The ablation table and figure for the report, none when no variant is configured."""
+    if not VARIANTS:
+        return {}
+    return {
+        "ablation_table": f"{RESULTS}/ablation/ablation.tsv",
+        "ablation_figure": f"{RESULTS}/ablation/ablation.png",
+    }
+
+
+wildcard_constraints:
+    variant="[A-Za-z0-9_-]+",

@@ -1,5 +1,6 @@
 rule report:
     input:
+        unpack(ablation_outputs),
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
         rejects=rules.build_manifest.output.rejects,

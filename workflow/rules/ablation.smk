@@ -1,0 +1,75 @@
+# The ablation: the final training again with one ingredient changed per variant, scored on
+# the same test images. Reuses the final model's training and evaluation rules unchanged.
+
+
+use rule train_final as train_ablation with:
+    input:
+        cache=rules.preprocess.output.cache,
+        split=rules.split_manifest.output.split,
+        best=rules.aggregate_sweep.output.best,
+        code=TRAINING_CODE + package_files("artifact"),
+    output:
+        model=f"{RESULTS}/ablation/{{variant}}/model.safetensors",
+        metrics=f"{RESULTS}/ablation/{{variant}}/train_metrics.json",
+        history=f"{RESULTS}/ablation/{{variant}}/history.tsv",
+        curves=f"{RESULTS}/ablation/{{variant}}/curves.png",
+    log:
+        f"{LOGS}/ablation/train_{{variant}}.log",
+    benchmark:
+        f"{BENCH}/ablation/train_{{variant}}.tsv"
+    params:
+        base={key: config[key] for key in ("model", "training", "preprocess")},
+        overrides=ablation_overrides,
+
+
+use rule evaluate as evaluate_ablation with:
+    input:
+        model=rules.train_ablation.output.model,
+        cache=rules.preprocess.output.cache,
+        split=rules.split_manifest.output.split,
+        code=package_files("metrics", "figures", "artifact"),
+    output:
+        metrics=f"{RESULTS}/ablation/{{variant}}/metrics.json",
+        predictions=f"{RESULTS}/ablation/{{variant}}/predictions.csv",
+        confusion=f"{RESULTS}/ablation/{{variant}}/confusion_matrix.png",
+        roc=f"{RESULTS}/ablation/{{variant}}/roc.png",
+    log:
+        f"{LOGS}/ablation/evaluate_{{variant}}.log",
+    benchmark:
+        f"{BENCH}/ablation/evaluate_{{variant}}.tsv"
+    params:
+        bootstrap=0,  # the ablation table gives paired intervals against the final model
+        threshold=config["split"]["near_duplicate_threshold"],
+
+
+rule ablation_table:
+    input:
+        final_metrics=rules.evaluate.output.metrics,
+        final_train=rules.train_final.output.metrics,
+        metrics=expand(f"{RESULTS}/ablation/{{variant}}/metrics.json", variant=VARIANTS),
+        train=expand(
+            f"{RESULTS}/ablation/{{variant}}/train_metrics.json", variant=VARIANTS
+        ),
+        code=package_files("ablation", "metrics", "figures"),
+    output:
+        table=report(
+            f"{RESULTS}/ablation/ablation.tsv",
+            caption="../report/ablation.rst",
+            category="Ablation",
+        ),
+        figure=report(
+            f"{RESULTS}/ablation/ablation.png",
+            caption="../report/ablation.rst",
+            category="Ablation",
+        ),
+    log:
+        f"{LOGS}/ablation_table.log",
+    benchmark:
+        f"{BENCH}/ablation_table.tsv"
+    conda:
+        ENV
+    params:
+        variants=VARIANTS,
+        bootstrap=config["evaluation"]["bootstrap"],
+    script:
+        "../scripts/ablation_table.py"
