@@ -10,7 +10,8 @@ from vitct.attention import patch_scores, rollout
 from vitct.metrics import binary_metrics
 from vitct.model import ViT, count_parameters
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import NonFiniteLossError, Prefetcher, augment, maybe_compile, train
+from vitct.batches import Prefetcher, augment
+from vitct.train import NonFiniteLossError, maybe_compile, train
 
 
 @pytest.mark.parametrize("tokenizer", ["patch", "conv"])

@@ -150,6 +150,22 @@ def test_adding_a_grid_value_trains_only_the_new_combinations(project_copy: Path
         write_config(project_copy, tiny_config())
 
 
+def test_adding_an_ablation_variant_trains_only_that_variant(project_copy: Path):
+    html = (project_copy / "results/report.html").read_text()
+    assert "Ablation" not in html  # no variants configured: no section, no extra training
+    write_config(project_copy, tiny_config(ablation={"variants": {"no_clip": {"grad_clip": 0}}}))
+    try:
+        assert planned(project_copy) == {
+            "train_ablation": 1,
+            "evaluate_ablation": 1,
+            "ablation_table": 1,
+            "report": 1,
+            "all": 1,
+        }
+    finally:
+        write_config(project_copy, tiny_config())
+
+
 def test_editing_the_model_code_reruns_training(project_copy: Path):
     model_py = project_copy / "src/vitct/model.py"
     original = model_py.read_text()

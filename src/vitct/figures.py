@@ -86,6 +86,7 @@ def plot_ablation(table: pd.DataFrame, path) -> None:
         ax.set(xlabel=f"final minus variant, {metric} points", title=f"test {metric}")
         ax.grid(axis="x", alpha=0.3)
     axes[0].invert_yaxis()
+    fig.suptitle("What each ingredient buys (positive: the final model's choice is better)")
     _save(fig, path)
 
 

@@ -39,7 +39,7 @@ def package_files(*names):
     return [str(PACKAGE / f"{name}.py") for name in names]
 
 
-TRAINING_CODE = package_files("model", "settings", "train", "data", "metrics")
+TRAINING_CODE = package_files("model", "settings", "train", "batches", "data", "metrics")
 
 GRID = config["sweep"]["grid"]
 paramspace = Paramspace(
