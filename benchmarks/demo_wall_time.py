@@ -83,9 +83,9 @@ def main() -> None:
         f"sweep: {n_sweep} jobs, {busy:.1f} s of job time in a {window:.1f} s window on "
         f"{args.cores} cores: parallel efficiency {efficiency:.2f} (target 0.85)"
     )
-    ci = metrics.get("ci95", {})
+    low, high = metrics.get("ci95", {}).get("accuracy", [float("nan")] * 2)
     print(
-        f"demo test metrics: accuracy {metrics['accuracy']:.4f} {ci.get('accuracy', '')}, "
+        f"demo test metrics: accuracy {metrics['accuracy']:.4f} [{low:.3f}, {high:.3f}], "
         f"MCC {metrics['mcc']:.4f}, ROC-AUC {metrics['roc_auc']:.4f} (n={metrics['n']})"
     )
 

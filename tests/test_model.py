@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from vitct.attention import patch_scores, rollout
+from vitct.batches import Prefetcher, augment
 from vitct.metrics import binary_metrics
 from vitct.model import ViT, count_parameters
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.batches import Prefetcher, augment
 from vitct.train import NonFiniteLossError, maybe_compile, train
 
 
