@@ -39,7 +39,9 @@ def package_files(*names):
     return [str(PACKAGE / f"{name}.py") for name in names]
 
 
-TRAINING_CODE = package_files("model", "settings", "train", "batches", "data", "metrics")
+TRAINING_CODE = package_files(
+    "model", "settings", "train", "batches", "data", "metrics"
+)
 
 GRID = config["sweep"]["grid"]
 paramspace = Paramspace(
