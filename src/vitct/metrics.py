@@ -60,12 +60,15 @@ def bootstrap_intervals(
         samples["mcc"].append(skm.matthews_corrcoef(t, p))
         if len(np.unique(t)) == 2:
             samples["roc_auc"].append(skm.roc_auc_score(t, s))
+    return {m: percentile_interval(v, level) for m, v in samples.items() if v}
+
+
+def percentile_interval(samples, level: float = 0.95) -> list[float]:
+    """[low, high] holding the central `level` share of bootstrap samples (NaN when none)."""
+    if len(samples) == 0:
+        return [float("nan"), float("nan")]
     alpha = (1 - level) / 2 * 100
-    return {
-        m: [float(np.percentile(v, alpha)), float(np.percentile(v, 100 - alpha))]
-        for m, v in samples.items()
-        if v
-    }
+    return [float(np.percentile(samples, alpha)), float(np.percentile(samples, 100 - alpha))]
 
 
 def paired_differences(
@@ -86,14 +89,8 @@ def paired_differences(
         idx = rng.integers(0, len(y_true), len(y_true))
         for m, score in scores.items():
             samples[m].append(score(y_true[idx], pred_a[idx]) - score(y_true[idx], pred_b[idx]))
-    alpha = (1 - level) / 2 * 100
-    out = {}
-    for m, score in scores.items():
-        diff = float(score(y_true, pred_a) - score(y_true, pred_b))
-        low, high = (
-            (float(np.percentile(samples[m], alpha)), float(np.percentile(samples[m], 100 - alpha)))
-            if n_resamples
-            else (float("nan"), float("nan"))
-        )
-        out[m] = [diff, low, high]
-    return out
+    return {
+        m: [float(score(y_true, pred_a) - score(y_true, pred_b))]
+        + percentile_interval(samples[m], level)
+        for m, score in scores.items()
+    }
