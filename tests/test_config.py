@@ -56,6 +56,18 @@ BAD_CONFIGS = {
         tiny_config(ablation={"variants": {"same": {}}}),
         "ablation.variants.same: {} should be non-empty",
     ),
+    "image size in the sweep grid": (
+        tiny_config(sweep={"grid": {"image_size": [32, 64]}}),
+        "sweep.grid.image_size: the image size cannot be swept",
+    ),
+    "final image size below the minimum": (
+        tiny_config(final={"overrides": {"image_size": 4}}),
+        "final.overrides.image_size: 4 is less than the minimum of 8",
+    ),
+    "final image size the swept patches do not divide": (
+        tiny_config(final={"overrides": {"image_size": 40}}),
+        "patch_size 16 does not divide image_size 40",
+    ),
     "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
     "local source without a path": (
         tiny_config(dataset={"source": "local"}),

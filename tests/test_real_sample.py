@@ -27,7 +27,7 @@ from PIL import Image
 
 from vitct.data import CLASS_DIRS, load_cache, load_grey
 
-CACHE = "results/data/images.npz"
+CACHE = "results/data/images_32px.npz"  # at tiny_config's image size
 RECEIPT = "results/data/source.json"
 FETCH_LOG = "results/logs/fetch_data.log"
 STAND_IN = KAGGLE_STAND_IN

@@ -181,6 +181,25 @@ def test_editing_the_model_code_reruns_training(project_copy: Path):
         model_py.write_text(original)
 
 
+def test_a_larger_final_image_size_preprocesses_once_more_and_keeps_the_sweep(
+    project_copy: Path,
+):
+    larger = tiny_config(final={"overrides": {"epochs": 2, "image_size": 64}})
+    write_config(project_copy, larger)
+    try:
+        assert planned(project_copy) == {"preprocess": 1, **DOWNSTREAM_OF_FINAL}
+        snakemake(project_copy, snakefile=project_copy / "Snakefile")
+        final = project_copy / "results/final"
+        assert json.loads((final / "model_config.json").read_text())["image_size"] == 64
+        assert (project_copy / "results/data/images_64px.npz").exists()
+        metrics = json.loads((final / "metrics.json").read_text())
+        assert metrics["n"] == 12  # scored on the same test images as before
+        assert planned(project_copy) == {}
+    finally:
+        write_config(project_copy, tiny_config())
+        snakemake(project_copy, snakefile=project_copy / "Snakefile")  # back to 32 px
+
+
 def test_snakemake_report_collects_the_annotated_outputs(demo_run: Path, tmp_path: Path):
     import zipfile
 

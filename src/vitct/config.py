@@ -14,7 +14,9 @@ import jsonschema
 
 from vitct.settings import TrainConfig, ViTConfig
 
-MODEL_KEYS = {f.name for f in fields(ViTConfig)} - {"image_size", "in_channels", "num_classes"}
+# image_size is a model setting too: the final model (or an ablation variant) may see larger
+# images than the sweep, which runs at preprocess.image_size.
+MODEL_KEYS = {f.name for f in fields(ViTConfig)} - {"in_channels", "num_classes"}
 TRAINING_KEYS = {f.name for f in fields(TrainConfig)}
 
 
@@ -77,6 +79,12 @@ def check(config: dict, schema: dict | None = None) -> None:
                     f"{', '.join(sorted(known))}"
                 )
     grid = config["sweep"]["grid"]
+    if "image_size" in grid:
+        # The final model's images must be known before the sweep ends (they are an input).
+        raise ConfigError(
+            "sweep.grid.image_size: the image size cannot be swept; set preprocess.image_size "
+            "for the sweep and final.overrides.image_size for a larger final model"
+        )
     overrides = config["final"]["overrides"]
     for combo in itertools.product(*grid.values()):
         swept = dict(zip(grid, combo, strict=True))
@@ -92,7 +100,7 @@ def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> 
     if schema is not None:
         # The swept values must obey the same schema as the sections they replace.
         for name, values in (("model", model), ("training", training)):
-            sub = schema["properties"][name]["properties"]
+            sub = {**schema["properties"][name]["properties"], **_preprocess_keys(schema)}
             for key, value in values.items():
                 if key in sub:
                     try:
@@ -107,10 +115,16 @@ def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> 
         name = str(e).split()[0]
         raise ConfigError(
             f"{_locate(name, changes, where, 'model')}: {e} (run {changes}); choose values "
-            "that divide preprocess.image_size"
+            "that divide the image size"
         ) from None
+
+
+def _preprocess_keys(schema: dict) -> dict:
+    return {"image_size": schema["properties"]["preprocess"]["properties"]["image_size"]}
 
 
 def _locate(key: str, changes: dict, where: str, section: str) -> str:
     """The config key a user must edit for this setting."""
-    return f"{where}.{key}" if key in changes else f"{section}.{key}"
+    if key in changes:
+        return f"{where}.{key}"
+    return f"{'preprocess' if key == 'image_size' else section}.{key}"

@@ -4,7 +4,7 @@
 
 use rule train_final as train_ablation with:
     input:
-        cache=rules.preprocess.output.cache,
+        cache=variant_images,
         split=rules.split_manifest.output.split,
         best=rules.aggregate_sweep.output.best,
         code=TRAINING_CODE + package_files("artifact"),
@@ -25,7 +25,7 @@ use rule train_final as train_ablation with:
 use rule evaluate as evaluate_ablation with:
     input:
         model=rules.train_ablation.output.model,
-        cache=rules.preprocess.output.cache,
+        cache=variant_images,
         split=rules.split_manifest.output.split,
         code=package_files("metrics", "figures", "artifact"),
     output:

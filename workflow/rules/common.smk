@@ -98,6 +98,21 @@ def ablation_overrides(wildcards):
     return {**config["final"]["overrides"], **VARIANTS[wildcards.variant]}
 
 
+def image_cache(changes):
+    """The preprocessed images for a run with these changes: one cache per image size, so a
+    final model (or ablation variant) may see larger images than the sweep."""
+    size = run_settings(config, changes)[0]["image_size"]
+    return f"{RESULTS}/data/images_{size}px.npz"
+
+
+SWEEP_IMAGES = image_cache({})  # the sweep, the split and the pixel baseline
+FINAL_IMAGES = image_cache(config["final"]["overrides"])
+
+
+def variant_images(wildcards):
+    return image_cache(ablation_overrides(wildcards))
+
+
 def ablation_outputs(wildcards):
     """The ablation table and figure for the report, none when no variant is configured."""
     if not VARIANTS:
@@ -110,3 +125,4 @@ def ablation_outputs(wildcards):
 
 wildcard_constraints:
     variant="[A-Za-z0-9_-]+",
+    size="[0-9]+",

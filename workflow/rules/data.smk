@@ -46,15 +46,15 @@ rule preprocess:
         manifest=rules.build_manifest.output.manifest,
         code=package_files("data", "neighbours"),
     output:
-        cache=f"{RESULTS}/data/images.npz",
+        cache=f"{RESULTS}/data/images_{{size}}px.npz",
     log:
-        f"{LOGS}/preprocess.log",
+        f"{LOGS}/preprocess_{{size}}px.log",
     benchmark:
-        f"{BENCH}/preprocess.tsv"
+        f"{BENCH}/preprocess_{{size}}px.tsv"
     conda:
         ENV
     params:
-        image_size=config["preprocess"]["image_size"],
+        image_size=lambda wildcards: int(wildcards.size),
     script:
         "../scripts/preprocess.py"
 
@@ -62,7 +62,7 @@ rule preprocess:
 rule split_manifest:
     input:
         manifest=rules.build_manifest.output.manifest,
-        cache=rules.preprocess.output.cache,
+        cache=SWEEP_IMAGES,
         code=package_files("split", "neighbours"),
     output:
         split=f"{RESULTS}/data/split.tsv",
@@ -80,7 +80,7 @@ rule split_manifest:
 
 rule pixel_baseline:
     input:
-        cache=rules.preprocess.output.cache,
+        cache=SWEEP_IMAGES,
         split=rules.split_manifest.output.split,
         code=package_files("neighbours", "metrics"),
     output:

@@ -1,6 +1,6 @@
 rule train_final:
     input:
-        cache=rules.preprocess.output.cache,
+        cache=FINAL_IMAGES,
         split=rules.split_manifest.output.split,
         best=rules.aggregate_sweep.output.best,
         receipt=rules.fetch_data.output.receipt,
@@ -36,7 +36,7 @@ rule train_final:
 rule evaluate:
     input:
         model=rules.train_final.output.model,
-        cache=rules.preprocess.output.cache,
+        cache=FINAL_IMAGES,
         split=rules.split_manifest.output.split,
         code=package_files("metrics", "figures", "artifact"),
     output:
@@ -69,7 +69,7 @@ rule evaluate:
 rule attention_maps:
     input:
         model=rules.train_final.output.model,
-        cache=rules.preprocess.output.cache,
+        cache=FINAL_IMAGES,
         split=rules.split_manifest.output.split,
         predictions=rules.evaluate.output.predictions,
         code=package_files("attention", "figures"),

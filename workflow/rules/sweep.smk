@@ -1,6 +1,6 @@
 rule train_sweep:
     input:
-        cache=rules.preprocess.output.cache,
+        cache=SWEEP_IMAGES,
         split=rules.split_manifest.output.split,
         code=TRAINING_CODE,
     output:
