@@ -91,6 +91,19 @@ def test_the_shipped_configs_are_valid():
         assert schema_problems(config, SCHEMA) == [], name
 
 
+def test_the_levers_overlay_adds_variants_to_the_cpu_config():
+    from snakemake.utils import update_config, validate
+
+    config = yaml.safe_load((REPO / "config/real-cpu.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "config/real-cpu-levers.yaml").read_text()))
+    assert schema_problems(config, SCHEMA) == []
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
+    assert {"no_conv_tokenizer_seq_pool", "images_128px", "seed_1"} <= set(
+        config["ablation"]["variants"]
+    )
+
+
 def test_check_accepts_defaults_filled_in_by_the_schema(tmp_path: Path):
     proc = snakemake(tmp_path, "--dry-run", config=tiny_config())
     assert "train_sweep" in proc.stdout
