@@ -28,6 +28,10 @@ TINY_CONFIG = {
 }
 
 
+# The preprocessed images of a tiny run (results/data/images_{size}px.npz, common.smk).
+TINY_IMAGES = f"results/data/images_{TINY_CONFIG['preprocess']['image_size']}px.npz"
+
+
 def tiny_config(**changes) -> dict:
     """TINY_CONFIG with nested changes, e.g. tiny_config(training={"epochs": 3})."""
     config = copy.deepcopy(TINY_CONFIG)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import snakemake, tiny_config
+from conftest import TINY_IMAGES, snakemake, tiny_config
 from PIL import Image
 
 from vitct.data import load_grey
@@ -108,7 +108,7 @@ def test_grey_input_is_identical_whatever_the_colour_mode(tmp_path: Path):
 def test_pipeline_keeps_going_past_bad_files(clean_folder: Path, tmp_path: Path):
     root = with_bad_files(clean_folder, tmp_path / "data")
     config = tiny_config(dataset={"source": "local", "path": str(root)})
-    snakemake(tmp_path / "run", "results/data/images_32px.npz", config=config)
+    snakemake(tmp_path / "run", TINY_IMAGES, config=config)
     rejects = pd.read_csv(tmp_path / "run/results/data/rejects.tsv", sep="\t")
     assert len(rejects) == 3
     log = (tmp_path / "run/results/logs/build_manifest.log").read_text()

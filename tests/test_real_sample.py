@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import (
     KAGGLE_STAND_IN,
+    TINY_IMAGES,
     put_kaggle_stand_in_on_path,
     real_data_root,
     snakemake,
@@ -27,7 +28,7 @@ from PIL import Image
 
 from vitct.data import CLASS_DIRS, load_cache, load_grey
 
-CACHE = "results/data/images_32px.npz"  # at tiny_config's image size
+CACHE = TINY_IMAGES
 RECEIPT = "results/data/source.json"
 FETCH_LOG = "results/logs/fetch_data.log"
 STAND_IN = KAGGLE_STAND_IN
