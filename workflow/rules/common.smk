@@ -98,11 +98,16 @@ def ablation_overrides(wildcards):
     return {**config["final"]["overrides"], **VARIANTS[wildcards.variant]}
 
 
+IMAGE_CACHE = (
+    f"{RESULTS}/data/images_{{size}}px.npz"  # one per image size (preprocess rule)
+)
+
+
 def image_cache(changes):
     """The preprocessed images for a run with these changes: one cache per image size, so a
     final model (or ablation variant) may see larger images than the sweep."""
     size = run_settings(config, changes)[0]["image_size"]
-    return f"{RESULTS}/data/images_{size}px.npz"
+    return IMAGE_CACHE.format(size=size)
 
 
 SWEEP_IMAGES = image_cache({})  # the sweep, the split and the pixel baseline

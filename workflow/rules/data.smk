@@ -46,7 +46,7 @@ rule preprocess:
         manifest=rules.build_manifest.output.manifest,
         code=package_files("data", "neighbours"),
     output:
-        cache=f"{RESULTS}/data/images_{{size}}px.npz",
+        cache=IMAGE_CACHE,
     log:
         f"{LOGS}/preprocess_{{size}}px.log",
     benchmark:
