@@ -98,9 +98,8 @@ def ablation_overrides(wildcards):
     return {**config["final"]["overrides"], **VARIANTS[wildcards.variant]}
 
 
-IMAGE_CACHE = (
-    f"{RESULTS}/data/images_{{size}}px.npz"  # one per image size (preprocess rule)
-)
+# One cache per image size, written by the preprocess rule.
+IMAGE_CACHE = f"{RESULTS}/data/images_{{size}}px.npz"
 
 
 def image_cache(changes):
