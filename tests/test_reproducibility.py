@@ -21,7 +21,7 @@ IDENTICAL = (
     "results/sweep/summary.tsv",
     "results/sweep/best_params.json",
     "results/data/split.tsv",
-    "results/baseline/nearest_neighbour.json",
+    "results/baseline/baselines.json",
 )
 
 

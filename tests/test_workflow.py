@@ -71,8 +71,18 @@ def test_report_says_it_is_demo_data_and_embeds_its_figures(demo_run: Path):
         "Run time per job",
         "COVID is the positive class",
         "Ablation: what each ingredient buys",
+        "grey-histogram accuracy",
+        "ViT minus grey histogram",
     ):
         assert section in html
+
+
+def test_both_baselines_are_scored_under_both_split_strategies(demo_run: Path):
+    baselines = json.loads((demo_run / "results/baseline/baselines.json").read_text())
+    for name in ("nearest_neighbour", "grey_histogram"):
+        for strategy in ("random", "grouped"):
+            scored = baselines[name][strategy]["all_test"]
+            assert scored["n"] > 0 and 0.0 <= scored["accuracy"] <= 1.0, (name, strategy)
 
 
 def test_ablation_compares_each_variant_with_the_final_model(demo_run: Path):

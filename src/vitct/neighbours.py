@@ -69,18 +69,10 @@ def test_neighbours(cache: dict, table: pd.DataFrame, split_column: str):
     return seen, test, idx, similarity
 
 
-def pixel_baseline(cache: dict, table: pd.DataFrame, split_column: str, threshold: float) -> dict:
-    """1-nearest-neighbour on thumbnails, fitted on train+val, scored on test.
-
-    It can only memorise, so where it scores high the test set shares near-identical slices
-    with the training set. Also reported: the share of test images that have such a slice, and
-    the baseline's metrics on the test images that have none.
-    """
+def scored_baseline(truth, predicted, similarity: np.ndarray, threshold: float) -> dict:
+    """A baseline's test metrics, overall and on the test images with no near-duplicate seen."""
     from vitct.metrics import binary_metrics
 
-    seen, test, idx, similarity = test_neighbours(cache, table, split_column)
-    predicted = cache["y"][seen][idx].astype(float)
-    truth = cache["y"][test]
     unseen = similarity < threshold
     return {
         "all_test": binary_metrics(truth, predicted),
@@ -90,3 +82,15 @@ def pixel_baseline(cache: dict, table: pd.DataFrame, split_column: str, threshol
         "test_with_near_duplicate_in_train": float(1 - unseen.mean()),
         "threshold": threshold,
     }
+
+
+def pixel_baseline(cache: dict, table: pd.DataFrame, split_column: str, threshold: float) -> dict:
+    """1-nearest-neighbour on thumbnails, fitted on train+val, scored on test.
+
+    It can only memorise, so where it scores high the test set shares near-identical slices
+    with the training set. Also reported: the share of test images that have such a slice, and
+    the baseline's metrics on the test images that have none.
+    """
+    seen, test, idx, similarity = test_neighbours(cache, table, split_column)
+    predicted = cache["y"][seen][idx].astype(float)
+    return scored_baseline(cache["y"][test], predicted, similarity, threshold)

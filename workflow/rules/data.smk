@@ -78,21 +78,22 @@ rule split_manifest:
         "../scripts/split_manifest.py"
 
 
-rule pixel_baseline:
+rule baselines:
     input:
         cache=SWEEP_IMAGES,
         split=rules.split_manifest.output.split,
-        code=package_files("neighbours", "metrics"),
+        code=package_files("neighbours", "intensity", "metrics"),
     output:
-        baseline=f"{RESULTS}/baseline/nearest_neighbour.json",
+        baselines=f"{RESULTS}/baseline/baselines.json",
     log:
-        f"{LOGS}/pixel_baseline.log",
+        f"{LOGS}/baselines.log",
     benchmark:
-        f"{BENCH}/pixel_baseline.tsv"
+        f"{BENCH}/baselines.tsv"
     conda:
         ENV
     params:
         threshold=config["split"]["near_duplicate_threshold"],
         strategy=config["split"]["strategy"],
+        seed=config["split"]["seed"],
     script:
-        "../scripts/pixel_baseline.py"
+        "../scripts/baselines.py"

@@ -5,7 +5,7 @@ rule report:
         manifest=rules.build_manifest.output.manifest,
         rejects=rules.build_manifest.output.rejects,
         split=rules.split_manifest.output.split,
-        baseline=rules.pixel_baseline.output.baseline,
+        baselines=rules.baselines.output.baselines,
         summary=rules.aggregate_sweep.output.summary,
         best=rules.aggregate_sweep.output.best,
         grid=rules.aggregate_sweep.output.figure,

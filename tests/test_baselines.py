@@ -1,0 +1,52 @@
+"""The grey-level histogram baseline: it must read brightness and be blind to shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vitct.intensity import HISTOGRAM_BINS, grey_histograms, histogram_baseline
+
+N_PER_CLASS = 150
+THRESHOLD = 0.95
+
+
+def test_grey_histograms_are_shares_of_pixels_per_band():
+    images = np.zeros((2, 4, 4), dtype=np.uint8)
+    images[1, :2] = 255  # half black, half white
+    h = grey_histograms(images)
+    assert h.shape == (2, HISTOGRAM_BINS)
+    np.testing.assert_allclose(h.sum(axis=1), 1.0)
+    assert h[0, 0] == 1.0
+    assert h[1, 0] == h[1, -1] == 0.5
+
+
+def two_class_data(kind: str, seed: int = 0):
+    """Noise thumbnails with a bright square; classes differ in `kind`:
+    'brightness' (class 1 is 40 grey levels brighter) or 'shape' (the square sits on the left
+    or on the right: the same grey levels, so identical histogram statistics)."""
+    rng = np.random.default_rng(seed)
+    n = 2 * N_PER_CLASS
+    y = np.repeat([0, 1], N_PER_CLASS)
+    x = rng.integers(40, 120, size=(n, 32, 32))
+    for i, label in enumerate(y):
+        top = rng.integers(4, 20)
+        left = 2 if kind == "brightness" or label == 0 else 18
+        x[i, top : top + 10, left : left + 10] += 100
+        if kind == "brightness" and label == 1:
+            x[i] += 40
+    paths = np.array([f"img{i}.png" for i in range(n)])
+    split = np.where(rng.random(n) < 0.7, "train", "test")
+    cache = {"thumbnails": x.clip(0, 255).astype(np.uint8), "y": y, "paths": paths}
+    return cache, pd.DataFrame({"path": paths, "split": split})
+
+
+@pytest.mark.parametrize(("kind", "low", "high"), [("brightness", 0.95, 1.0), ("shape", 0.3, 0.7)])
+def test_histogram_baseline_reads_grey_levels_not_shape(kind, low, high):
+    cache, table = two_class_data(kind)
+    result = histogram_baseline(cache, table, "split", THRESHOLD, seed=0)
+    accuracy = result["all_test"]["accuracy"]
+    assert low <= accuracy <= high, (kind, accuracy)
+    assert result["all_test"]["n"] == (table.split == "test").sum()
+    assert 0.0 <= result["test_with_near_duplicate_in_train"] <= 1.0

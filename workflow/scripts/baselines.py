@@ -1,0 +1,43 @@
+"""The two baselines the ViT must beat, under both split strategies: 1-nearest-neighbour on
+32x32 pixels (memorisation) and gradient boosting on grey-level histograms (no shape at all)."""
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from vitct import step
+from vitct.data import load_cache
+from vitct.intensity import histogram_baseline
+from vitct.neighbours import group_statistics, pixel_baseline
+from vitct.split import STRATEGIES
+
+
+def main(snakemake):
+    cache = load_cache(snakemake.input.cache)
+    table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
+    threshold, seed = snakemake.params.threshold, snakemake.params.seed
+    result = {
+        "used_strategy": snakemake.params.strategy,
+        "groups": group_statistics(table.near_duplicate_group.to_numpy()),
+        "nearest_neighbour": {
+            s: pixel_baseline(cache, table, f"split_{s}", threshold) for s in STRATEGIES
+        },
+        "grey_histogram": {
+            s: histogram_baseline(cache, table, f"split_{s}", threshold, seed) for s in STRATEGIES
+        },
+    }
+    Path(snakemake.output.baselines).write_text(json.dumps(result, indent=2))
+    for s in STRATEGIES:
+        logging.info(
+            "%s split: 1-NN test accuracy %.4f, grey-histogram test accuracy %.4f; %.1f%% of "
+            "test images have a near-duplicate training slice",
+            s,
+            result["nearest_neighbour"][s]["all_test"]["accuracy"],
+            result["grey_histogram"][s]["all_test"]["accuracy"],
+            100 * result["nearest_neighbour"][s]["test_with_near_duplicate_in_train"],
+        )
+
+
+step.run(snakemake, main)  # noqa: F821
