@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from vitct.neighbours import scored_baseline, test_neighbours
+from vitct.neighbours import score_test_subsets, test_neighbours
 
 HISTOGRAM_BINS = 32
 
@@ -34,4 +34,4 @@ def histogram_baseline(
     model = HistGradientBoostingClassifier(random_state=seed)
     model.fit(features[seen], cache["y"][seen])
     prob = model.predict_proba(features[test])[:, 1]
-    return scored_baseline(cache["y"][test], prob, similarity, threshold)
+    return score_test_subsets(cache["y"][test], prob, similarity, threshold)

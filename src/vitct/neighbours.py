@@ -69,8 +69,9 @@ def test_neighbours(cache: dict, table: pd.DataFrame, split_column: str):
     return seen, test, idx, similarity
 
 
-def scored_baseline(truth, predicted, similarity: np.ndarray, threshold: float) -> dict:
-    """A baseline's test metrics, overall and on the test images with no near-duplicate seen."""
+def score_test_subsets(truth, predicted, similarity: np.ndarray, threshold: float) -> dict:
+    """Test metrics of a model or baseline, overall and on the test images whose most similar
+    seen (train or validation) slice is below `threshold`: slices it has not, in effect, seen."""
     from vitct.metrics import binary_metrics
 
     unseen = similarity < threshold
@@ -93,4 +94,4 @@ def pixel_baseline(cache: dict, table: pd.DataFrame, split_column: str, threshol
     """
     seen, test, idx, similarity = test_neighbours(cache, table, split_column)
     predicted = cache["y"][seen][idx].astype(float)
-    return scored_baseline(cache["y"][test], predicted, similarity, threshold)
+    return score_test_subsets(cache["y"][test], predicted, similarity, threshold)

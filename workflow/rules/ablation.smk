@@ -27,7 +27,7 @@ use rule evaluate as evaluate_ablation with:
         model=rules.train_ablation.output.model,
         cache=variant_images,
         split=rules.split_manifest.output.split,
-        code=package_files("metrics", "figures", "artifact"),
+        code=rules.evaluate.input.code,
     output:
         metrics=f"{RESULTS}/ablation/{{variant}}/metrics.json",
         predictions=f"{RESULTS}/ablation/{{variant}}/predictions.csv",

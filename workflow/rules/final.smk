@@ -38,7 +38,7 @@ rule evaluate:
         model=rules.train_final.output.model,
         cache=FINAL_IMAGES,
         split=rules.split_manifest.output.split,
-        code=package_files("metrics", "figures", "artifact"),
+        code=package_files("metrics", "neighbours", "figures", "artifact"),
     output:
         metrics=f"{RESULTS}/final/metrics.json",
         predictions=f"{RESULTS}/final/predictions.csv",

@@ -11,8 +11,8 @@ from vitct import step
 from vitct.artifact import load_artifact
 from vitct.data import CLASS_NAMES, load_cache, load_splits
 from vitct.figures import plot_confusion, plot_roc
-from vitct.metrics import binary_metrics, bootstrap_intervals
-from vitct.neighbours import test_neighbours
+from vitct.metrics import bootstrap_intervals
+from vitct.neighbours import score_test_subsets, test_neighbours
 from vitct.train import predict_proba
 
 
@@ -22,18 +22,14 @@ def main(snakemake):
     pre = meta["preprocessing"]
     prob = predict_proba(model, cache["test_x"], pre["mean"], pre["std"])
     y = cache["test_y"]
-    metrics = {"positive_class": "COVID", **binary_metrics(y, prob)}
-    if snakemake.params.bootstrap:
-        metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap)
-    # The same figures on the test images with no near-identical training slice: what the
+    # Besides all test images, the test images with no near-identical seen slice: what the
     # model does with a slice it has not, in effect, seen before.
     table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
     similarity = test_neighbours(load_cache(snakemake.input.cache), table, "split")[3]
-    unseen = similarity < snakemake.params.threshold
-    metrics["no_near_duplicate_in_train"] = (
-        binary_metrics(y[unseen], prob[unseen]) if unseen.any() else {}
-    )
-    metrics["test_with_near_duplicate_in_train"] = float(1 - unseen.mean())
+    scored = score_test_subsets(y, prob, similarity, snakemake.params.threshold)
+    metrics = {"positive_class": "COVID", **scored.pop("all_test"), **scored}
+    if snakemake.params.bootstrap:
+        metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap)
     metrics["data"] = meta["data"]
     Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     pred = (prob >= 0.5).astype(int)
