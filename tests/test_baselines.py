@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from vitct.intensity import HISTOGRAM_BINS, grey_histograms, histogram_baseline
+from vitct.neighbours import test_neighbours as nearest_seen  # not a test: keep pytest off it
 
 N_PER_CLASS = 150
 THRESHOLD = 0.95
@@ -45,7 +46,8 @@ def two_class_data(kind: str, seed: int = 0):
 @pytest.mark.parametrize(("kind", "low", "high"), [("brightness", 0.95, 1.0), ("shape", 0.3, 0.7)])
 def test_histogram_baseline_reads_grey_levels_not_shape(kind, low, high):
     cache, table = two_class_data(kind)
-    result = histogram_baseline(cache, table, "split", THRESHOLD, seed=0)
+    neighbours = nearest_seen(cache, table, "split")
+    result = histogram_baseline(cache, neighbours, THRESHOLD, seed=0)
     accuracy = result["all_test"]["accuracy"]
     assert low <= accuracy <= high, (kind, accuracy)
     assert result["all_test"]["n"] == (table.split == "test").sum()

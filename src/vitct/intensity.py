@@ -9,10 +9,9 @@ a ViT that barely beats it may be reading grey levels rather than lesions.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from vitct.neighbours import score_test_subsets, test_neighbours
+from vitct.neighbours import score_test_subsets
 
 HISTOGRAM_BINS = 32
 
@@ -24,12 +23,11 @@ def grey_histograms(images: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarra
     return counts / flat.shape[1]
 
 
-def histogram_baseline(
-    cache: dict, table: pd.DataFrame, split_column: str, threshold: float, seed: int
-) -> dict:
+def histogram_baseline(cache: dict, neighbours: tuple, threshold: float, seed: int) -> dict:
     """Gradient boosting on grey-level histograms of thumbnails, fitted on train+val, scored on
-    test, overall and on the test images with no near-duplicate seen (as the 1-NN baseline)."""
-    seen, test, _, similarity = test_neighbours(cache, table, split_column)
+    test, overall and on the test images with no near-duplicate seen (as the 1-NN baseline);
+    `neighbours` is what neighbours.test_neighbours returned for the split."""
+    seen, test, _, similarity = neighbours
     features = grey_histograms(cache["thumbnails"])
     model = HistGradientBoostingClassifier(random_state=seed)
     model.fit(features[seen], cache["y"][seen])

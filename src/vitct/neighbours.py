@@ -85,13 +85,14 @@ def score_test_subsets(truth, predicted, similarity: np.ndarray, threshold: floa
     }
 
 
-def pixel_baseline(cache: dict, table: pd.DataFrame, split_column: str, threshold: float) -> dict:
-    """1-nearest-neighbour on thumbnails, fitted on train+val, scored on test.
+def pixel_baseline(cache: dict, neighbours: tuple, threshold: float) -> dict:
+    """1-nearest-neighbour on thumbnails, fitted on train+val, scored on test; `neighbours` is
+    what test_neighbours returned for the split.
 
     It can only memorise, so where it scores high the test set shares near-identical slices
     with the training set. Also reported: the share of test images that have such a slice, and
     the baseline's metrics on the test images that have none.
     """
-    seen, test, idx, similarity = test_neighbours(cache, table, split_column)
+    seen, test, idx, similarity = neighbours
     predicted = cache["y"][seen][idx].astype(float)
     return score_test_subsets(cache["y"][test], predicted, similarity, threshold)

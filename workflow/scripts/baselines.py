@@ -10,7 +10,7 @@ import pandas as pd
 from vitct import step
 from vitct.data import load_cache
 from vitct.intensity import histogram_baseline
-from vitct.neighbours import group_statistics, pixel_baseline
+from vitct.neighbours import group_statistics, pixel_baseline, test_neighbours
 from vitct.split import STRATEGIES
 
 
@@ -18,14 +18,15 @@ def main(snakemake):
     cache = load_cache(snakemake.input.cache)
     table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
     threshold, seed = snakemake.params.threshold, snakemake.params.seed
+    neighbours = {s: test_neighbours(cache, table, f"split_{s}") for s in STRATEGIES}
     result = {
         "used_strategy": snakemake.params.strategy,
         "groups": group_statistics(table.near_duplicate_group.to_numpy()),
         "nearest_neighbour": {
-            s: pixel_baseline(cache, table, f"split_{s}", threshold) for s in STRATEGIES
+            s: pixel_baseline(cache, neighbours[s], threshold) for s in STRATEGIES
         },
         "grey_histogram": {
-            s: histogram_baseline(cache, table, f"split_{s}", threshold, seed) for s in STRATEGIES
+            s: histogram_baseline(cache, neighbours[s], threshold, seed) for s in STRATEGIES
         },
     }
     Path(snakemake.output.baselines).write_text(json.dumps(result, indent=2))
