@@ -109,7 +109,7 @@ def image_cache(changes):
     return IMAGE_CACHE.format(size=size)
 
 
-SWEEP_IMAGES = image_cache({})  # the sweep, the split and the pixel baseline
+SWEEP_IMAGES = image_cache({})  # the sweep, the split and the baselines
 FINAL_IMAGES = image_cache(config["final"]["overrides"])
 
 
