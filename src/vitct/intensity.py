@@ -1,9 +1,12 @@
-"""The grey-level baseline: gradient boosting on each thumbnail's histogram of grey levels.
+"""The grey-level baseline: gradient boosting on each scan's histogram of grey levels.
 
-It sees no shape at all, only how much of a slice is how bright. On the real data that alone
-separates the classes well (the two classes differ in brightness and contrast, whether from
-the scanners and their export or from denser lungs), so the report shows it beside the ViT:
-a ViT that barely beats it may be reading grey levels rather than lesions.
+It sees no shape at all, only how much of a slice is how bright. The histograms are taken at
+each scan's own resolution, not from the model's downscaled images: downscaling averages
+neighbouring pixels, which smooths away the fine grey-level spread (noise, reconstruction,
+small dense spots) that separates the two classes of the real data best. On the real data
+that alone separates the classes well (whether from the scanners and their export or from
+denser lungs), so the report shows it beside the ViT: a ViT that barely beats it may be
+reading grey levels rather than lesions.
 """
 
 from __future__ import annotations
@@ -11,25 +14,43 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from vitct.data import load_cache
 from vitct.neighbours import score_test_subsets
 
 HISTOGRAM_BINS = 32
 
 
-def grey_histograms(images: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
-    """uint8 (N, H, W) -> float (N, bins): the share of each image's pixels in each grey band."""
-    flat = images.reshape(len(images), -1).astype(np.int64) * bins // 256
-    counts = np.stack([np.bincount(row, minlength=bins) for row in flat])
-    return counts / flat.shape[1]
+def grey_histograms(images, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """uint8 images (an (N, H, W) array, or a list of (H, W) arrays of any sizes) -> float
+    (N, bins): the share of each image's pixels in each of `bins` equal grey bands."""
+    rows = []
+    for image in images:
+        bands = np.asarray(image, dtype=np.int64).ravel() * bins // 256
+        rows.append(np.bincount(bands, minlength=bins) / bands.size)
+    return np.stack(rows) if rows else np.zeros((0, bins))
 
 
-def histogram_baseline(cache: dict, neighbours: tuple, threshold: float, seed: int) -> dict:
-    """Gradient boosting on grey-level histograms of thumbnails, fitted on train+val, scored on
-    test, overall and on the test images with no near-duplicate seen (as the 1-NN baseline);
-    `neighbours` is what neighbours.test_neighbours returned for the split."""
+def load_histograms(path, paths) -> np.ndarray:
+    """The stored histograms (grey_histograms rule) of `paths`, in that order."""
+    stored = load_cache(path)
+    row_of = {p: i for i, p in enumerate(stored["paths"])}
+    missing = [p for p in paths if p not in row_of]
+    if missing:  # both come from the same manifest: a mismatch means a stale or foreign file
+        raise ValueError(
+            f"{path} has no grey-level histogram for {len(missing)} of the images "
+            f"(e.g. {missing[0]}); delete it and rerun the workflow to rebuild it"
+        )
+    return stored["histograms"][[row_of[p] for p in paths]]
+
+
+def histogram_baseline(
+    histograms: np.ndarray, labels: np.ndarray, neighbours: tuple, threshold: float, seed: int
+) -> dict:
+    """Gradient boosting on grey-level histograms (one row per cached image), fitted on
+    train+val, scored on test, overall and on the test images with no near-duplicate seen (as
+    the 1-NN baseline); `neighbours` is what neighbours.test_neighbours returned for the split."""
     seen, test, _, similarity = neighbours
-    features = grey_histograms(cache["thumbnails"])
     model = HistGradientBoostingClassifier(random_state=seed)
-    model.fit(features[seen], cache["y"][seen])
-    prob = model.predict_proba(features[test])[:, 1]
-    return score_test_subsets(cache["y"][test], prob, similarity, threshold)
+    model.fit(histograms[seen], labels[seen])
+    prob = model.predict_proba(histograms[test])[:, 1]
+    return score_test_subsets(labels[test], prob, similarity, threshold)

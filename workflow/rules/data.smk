@@ -59,6 +59,23 @@ rule preprocess:
         "../scripts/preprocess.py"
 
 
+rule grey_histograms:
+    input:
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
+        code=package_files("data", "intensity"),
+    output:
+        histograms=f"{RESULTS}/data/grey_histograms.npz",
+    log:
+        f"{LOGS}/grey_histograms.log",
+    benchmark:
+        f"{BENCH}/grey_histograms.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/grey_histograms.py"
+
+
 rule split_manifest:
     input:
         manifest=rules.build_manifest.output.manifest,
@@ -82,6 +99,7 @@ rule baselines:
     input:
         cache=SWEEP_IMAGES,
         split=rules.split_manifest.output.split,
+        grey_histograms=rules.grey_histograms.output.histograms,
         code=package_files("neighbours", "intensity", "metrics"),
     output:
         baselines=f"{RESULTS}/baseline/baselines.json",

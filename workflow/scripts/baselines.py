@@ -1,5 +1,6 @@
 """The two baselines the ViT must beat, under both split strategies: 1-nearest-neighbour on
-32x32 pixels (memorisation) and gradient boosting on grey-level histograms (no shape at all)."""
+32x32 pixels (memorisation) and gradient boosting on grey-level histograms at each scan's own
+resolution (no shape at all)."""
 
 import json
 import logging
@@ -9,7 +10,7 @@ import pandas as pd
 
 from vitct import step
 from vitct.data import load_cache
-from vitct.intensity import histogram_baseline
+from vitct.intensity import histogram_baseline, load_histograms
 from vitct.neighbours import group_statistics, pixel_baseline, test_neighbours
 from vitct.split import STRATEGIES
 
@@ -19,6 +20,7 @@ def main(snakemake):
     table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
     threshold, seed = snakemake.params.threshold, snakemake.params.seed
     neighbours = {s: test_neighbours(cache, table, f"split_{s}") for s in STRATEGIES}
+    histograms = load_histograms(snakemake.input.grey_histograms, cache["paths"])
     result = {
         "used_strategy": snakemake.params.strategy,
         "groups": group_statistics(table.near_duplicate_group.to_numpy()),
@@ -26,7 +28,8 @@ def main(snakemake):
             s: pixel_baseline(cache, neighbours[s], threshold) for s in STRATEGIES
         },
         "grey_histogram": {
-            s: histogram_baseline(cache, neighbours[s], threshold, seed) for s in STRATEGIES
+            s: histogram_baseline(histograms, cache["y"], neighbours[s], threshold, seed)
+            for s in STRATEGIES
         },
     }
     Path(snakemake.output.baselines).write_text(json.dumps(result, indent=2))
