@@ -2,11 +2,10 @@
 
 It sees no shape at all, only how much of a slice is how bright. The histograms are taken at
 each scan's own resolution, not from the model's downscaled images: downscaling averages
-neighbouring pixels, which smooths away the fine grey-level spread (noise, reconstruction,
-small dense spots) that separates the two classes of the real data best. On the real data
-that alone separates the classes well (whether from the scanners and their export or from
-denser lungs), so the report shows it beside the ViT: a ViT that barely beats it may be
-reading grey levels rather than lesions.
+neighbouring pixels and smooths away the fine spread of grey levels (noise, reconstruction,
+small dense spots). On the real data this alone separates the classes well (whether from the
+scanners and their export or from denser lungs), so the report shows it beside the ViT: a ViT
+that does not beat it may be reading grey levels rather than lesions.
 """
 
 from __future__ import annotations

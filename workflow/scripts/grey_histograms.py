@@ -10,7 +10,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from vitct import step
-from vitct.data import open_grey
+from vitct.data import open_grey, save_cache
 from vitct.intensity import grey_histograms
 
 
@@ -19,10 +19,9 @@ def main(snakemake):
     manifest = pd.read_csv(snakemake.input.manifest, sep="\t", keep_default_na=False)
     paths = tqdm(manifest.path, desc="grey levels", mininterval=5)
     histograms = grey_histograms(np.asarray(open_grey(root / path)) for path in paths)
-    np.savez(
+    save_cache(
         snakemake.output.histograms,
-        paths=manifest.path.to_numpy(dtype=str),
-        histograms=histograms,
+        {"paths": manifest.path.to_numpy(dtype=str), "histograms": histograms},
     )
     logging.info("grey-level histograms of %d scans at their own resolution", len(histograms))
 
