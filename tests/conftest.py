@@ -97,13 +97,20 @@ def jobs_to_run(workdir: Path, snakefile: Path = SNAKEFILE) -> dict[str, int]:
 
 
 DEMO_RUN_ABLATION = {"variants": {"no_augmentation": {"augment": False}}}
+# The final model of the shared run also pretrains and cut-mixes, so those paths run in Snakemake.
+DEMO_RUN_FINAL = {"overrides": {"epochs": 2, "pretrain_epochs": 1, "cutmix": 0.5}}
+
+
+def demo_run_config(**changes) -> dict:
+    """The config of the shared `demo_run`, with changes as tiny_config takes them."""
+    return tiny_config(ablation=DEMO_RUN_ABLATION, final=DEMO_RUN_FINAL, **changes)
 
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """One complete run of the tiny demo pipeline, shared by read-only tests."""
     workdir = tmp_path_factory.mktemp("demo_run")
-    snakemake(workdir, config=tiny_config(ablation=DEMO_RUN_ABLATION))
+    snakemake(workdir, config=demo_run_config())
     return workdir
 
 

@@ -68,6 +68,14 @@ BAD_CONFIGS = {
         tiny_config(final={"overrides": {"image_size": 40}}),
         "patch_size 16 does not divide image_size 40",
     ),
+    "pretraining that hides every patch": (
+        tiny_config(training={"mask_ratio": 1.0}),
+        "training.mask_ratio: 1.0 is greater than or equal to the maximum of 1",
+    ),
+    "cutmix share above 1": (
+        tiny_config(final={"overrides": {"cutmix": 2}}),
+        "final.overrides.cutmix: 2 is greater than the maximum of 1",
+    ),
     "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
     "local source without a path": (
         tiny_config(dataset={"source": "local"}),
@@ -99,7 +107,7 @@ def test_the_levers_overlay_adds_variants_to_the_cpu_config():
     assert schema_problems(config, SCHEMA) == []
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
     check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
-    assert {"no_conv_tokenizer_seq_pool", "images_128px", "seed_1"} <= set(
+    assert {"no_conv_tokenizer_seq_pool", "images_128px", "seed_1", "pretrained_cutmix"} <= set(
         config["ablation"]["variants"]
     )
 

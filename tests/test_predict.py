@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import jobs_to_run, snakemake, tiny_config, write_config
+from conftest import demo_run_config, jobs_to_run, snakemake, write_config
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -391,9 +391,10 @@ def test_predictions_identical_to_evaluation(demo_run, tmp_path):
         assert table.path.tolist() == paths
         assert (table.error == "").all()
         assert table.predicted.tolist() == evaluation.predicted.tolist()
-    # evaluation writes 6 decimals; the same pixels through the same model give the same numbers
-    assert api.prob_covid.round(6).tolist() == evaluation.prob_covid.tolist()
-    assert cli.prob_covid.tolist() == evaluation.prob_covid.tolist()
+    # Evaluation writes 6 decimals. The same pixels through the same model give the same
+    # numbers up to float sums in other batch sizes, which can tip the 6th decimal.
+    for table in (api, cli):
+        np.testing.assert_allclose(table.prob_covid, evaluation.prob_covid, rtol=0, atol=1.01e-6)
 
 
 @pytest.mark.slow
@@ -407,7 +408,7 @@ def test_predict_rule_classifies_a_configured_folder(demo_run, tmp_path):
     shutil.copy(paths[-1], scans / "more" / "two.png")
     (scans / "broken.png").write_bytes(Path(paths[1]).read_bytes()[:300])
     (scans / "notes.txt").write_text("not a scan")
-    write_config(workdir, tiny_config(predict={"inputs": {"new": "new_scans"}}))
+    write_config(workdir, demo_run_config(predict={"inputs": {"new": "new_scans"}}))
     assert "predict" not in jobs_to_run(workdir)  # never part of `all`
 
     model = workdir / "results/final/model.safetensors"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SNAKEFILE, snakemake, tiny_config, write_config
+from conftest import SNAKEFILE, demo_run_config, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ IDENTICAL = (
 
 
 def test_two_runs_give_byte_identical_results(demo_run: Path, tmp_path: Path):
-    snakemake(tmp_path, config=tiny_config())
+    snakemake(tmp_path, config=demo_run_config())  # pretraining and CutMix included
     for name in IDENTICAL:
         assert (tmp_path / name).read_bytes() == (demo_run / name).read_bytes(), name
 

@@ -105,6 +105,7 @@ def test_ablation_compares_each_variant_with_the_final_model(demo_run: Path):
 def test_training_log_shows_epoch_loss_metric_and_time_left(demo_run: Path):
     log = (demo_run / "results/logs/train_final.log").read_text()
     assert "epoch 2/2 loss" in log and "val_mcc" in log and "left]" in log
+    assert "pretrain epoch 1/1 reconstruction loss" in log  # DEMO_RUN_FINAL pretrains
 
 
 def test_each_sweep_job_declares_and_honours_its_threads(demo_run: Path):

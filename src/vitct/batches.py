@@ -10,7 +10,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from vitct.data import normalise
+from vitct.data import CLASS_NAMES, normalise
 from vitct.settings import TrainConfig
 
 
@@ -69,7 +69,28 @@ def epoch_batches(train_x, train_y, cfg: TrainConfig, mean, std, device, gen):
         y = train_y[idx].to(device, non_blocking=True)
         if cfg.augment:  # on the training device: a GPU warps the batch itself
             x = augment(x, cfg, gen)
+        if cfg.cutmix and torch.rand(1, generator=gen).item() < cfg.cutmix:
+            x, y = cutmix(x, y, gen)
         yield x, y
+
+
+def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+    """CutMix (Yun et al. 2019, alpha 1): paste one random box from a shuffled copy of the batch
+    into every image; the labels become class probabilities weighted by each image's share of
+    the pixels. Returns the mixed images and (B, classes) soft targets.
+    """
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    keep, cy, cx = torch.rand(3, generator=gen).tolist()  # keep ~ Beta(1, 1) = uniform
+    bh, bw = round(h * math.sqrt(1 - keep)), round(w * math.sqrt(1 - keep))
+    top, left = int(cy * h), int(cx * w)  # the box's centre, clipped at the edges
+    y0, y1 = max(top - bh // 2, 0), min(top + bh - bh // 2, h)
+    x0, x1 = max(left - bw // 2, 0), min(left + bw - bw // 2, w)
+    perm = torch.randperm(b, generator=gen).to(x.device)
+    x = x.clone()
+    x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    pasted = (y1 - y0) * (x1 - x0) / (h * w)
+    onehot = F.one_hot(y, len(CLASS_NAMES)).float()
+    return x, (1 - pasted) * onehot + pasted * onehot[perm]
 
 
 class Prefetcher:

@@ -148,9 +148,16 @@ class ViT(nn.Module):
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
         self.apply(_init_weights)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        """Logits (B, classes); with return_attention also a list of (B, heads, N, N) per layer."""
+    def encode(self, x: torch.Tensor, return_attention: bool = False, masked=None):
+        """Normalised output tokens (B, N, D) and the per-layer attention weights (or Nones).
+
+        `masked`, for masked-image pretraining: a (mask (B, N) bool, token (1, 1, D)) pair; the
+        masked patches' embeddings are replaced by the learned token before position embedding.
+        """
         x = self.patch_embed(x)
+        if masked is not None:
+            mask, token = masked
+            x = torch.where(mask.unsqueeze(-1), token.to(x.dtype), x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.embed_drop(x + self.pos_embed)
@@ -158,7 +165,11 @@ class ViT(nn.Module):
         for block in self.blocks:
             x, weights = block(x, return_attention)
             attentions.append(weights)
-        x = self.norm(x)
+        return self.norm(x), attentions
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        """Logits (B, classes); with return_attention also a list of (B, heads, N, N) per layer."""
+        x, attentions = self.encode(x, return_attention)
         if self.cfg.pooling == "cls":
             x = x[:, 0]
         elif self.cfg.pooling == "mean":

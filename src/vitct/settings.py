@@ -71,6 +71,18 @@ class TrainConfig:
     scale_range: float = 0.1  # random resized crop as a zoom of +-10 %
     translate: float = 0.05
     intensity_jitter: float = 0.1
+    cutmix: float = 0.0  # share of batches with a box pasted from other images (CutMix)
+    pretrain_epochs: int = 0  # masked-image pretraining epochs before the supervised ones
+    mask_ratio: float = 0.5  # share of patches hidden in each pretraining image
+
+    def __post_init__(self):
+        if not 0.0 <= self.cutmix <= 1.0:
+            raise ValueError(f"cutmix is a share of batches in [0, 1], not {self.cutmix}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(
+                f"mask_ratio must be between 0 and 1 (both excluded), not {self.mask_ratio}: "
+                "pretraining needs patches to see and patches to redraw"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -21,6 +21,7 @@ from vitct.batches import Prefetcher, close, epoch_batches
 from vitct.data import normalise
 from vitct.metrics import binary_metrics
 from vitct.model import ViT
+from vitct.pretrain import pretrain
 from vitct.settings import TrainConfig, ViTConfig
 
 log = logging.getLogger("vitct.train")
@@ -148,6 +149,10 @@ def train(
         else:
             log.info("ignoring checkpoint %s from a different run", resume_path)
 
+    if train_cfg.pretrain_epochs and start_epoch == 0:  # a resumed run has its weights
+        # Unlabelled train and validation scans (never the test split); labels pick the epoch.
+        images = np.concatenate([cache["train_x"], cache["val_x"]])
+        pretrain(model, images, train_cfg, mean, std, gen)
     log.info(
         "training %d parameters on %s: %d train / %d val images, %d epochs",
         sum(p.numel() for p in model.parameters()),
@@ -267,7 +272,8 @@ def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch)
         optimizer.step()
         scheduler.step()
         total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        labels = y if y.ndim == 1 else y.argmax(1)  # CutMix targets: the larger share
+        correct += (logits.argmax(1) == labels).sum().item()
         seen += len(y)
         wait_started = time.perf_counter()
     return total_loss / seen, correct / seen, waited

@@ -40,7 +40,7 @@ def package_files(*names):
 
 
 TRAINING_CODE = package_files(
-    "model", "settings", "train", "batches", "data", "metrics"
+    "model", "settings", "train", "batches", "data", "metrics", "pretrain"
 )
 
 GRID = config["sweep"]["grid"]

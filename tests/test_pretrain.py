@@ -1,0 +1,159 @@
+"""Masked-image pretraining and CutMix: what each does to images, targets and weights."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from vitct.batches import cutmix, epoch_batches
+from vitct.model import ViT
+from vitct.pretrain import (
+    MaskedImageModel,
+    hide_patches,
+    patch_pixels,
+    pretrain,
+    random_patch_mask,
+)
+from vitct.settings import TrainConfig, ViTConfig
+from vitct.train import NonFiniteLossError, train
+
+SMALL = dict(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.0)
+
+
+def _toy_images(n=48, size=16, seed=0):
+    """Scans with structure to redraw: a bright square at a random place on faint noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(20, 40, (n, size, size)).astype(np.uint8)
+    for img, (r, c) in zip(x, rng.integers(0, size - 6, (n, 2)), strict=True):
+        img[r : r + 6, c : c + 6] += 150
+    return x
+
+
+def test_patch_pixels_follow_the_tokenizers_order():
+    x = torch.arange(16 * 16, dtype=torch.float32).view(1, 1, 16, 16)
+    tiles = patch_pixels(x, 4)
+    assert tiles.shape == (1, 16, 16)
+    # token 6 of a 4x4 grid is row 1, column 2: pixels 4..7 x 8..11
+    np.testing.assert_array_equal(tiles[0, 6].view(4, 4), x[0, 0, 4:8, 8:12])
+
+
+@pytest.mark.parametrize("tokenizer", ["patch", "conv"])
+def test_hidden_patches_reach_only_the_target(tokenizer):
+    """The prediction may not depend on the pixels it must redraw, only on the seen ones."""
+    mim = MaskedImageModel(ViT(ViTConfig(**SMALL, tokenizer=tokenizer))).eval()
+    x = torch.randn(2, 1, 16, 16)
+    mask = random_patch_mask(2, 4, 0.5, torch.Generator().manual_seed(0))
+    pixels = mask.view(2, 1, 4, 4).repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+    def prediction(images):
+        tokens, _ = mim.vit.encode(hide_patches(images, mask, 4), masked=(mask, mim.mask_token))
+        return mim.predict(tokens)
+
+    with torch.no_grad():
+        base = prediction(x)
+        assert torch.equal(base, prediction(torch.where(pixels, x + 5.0, x)))
+        assert not torch.allclose(base, prediction(torch.where(pixels, x, x + 5.0)))
+    assert mask.sum(1).tolist() == [8, 8]  # exactly half the patches of each image
+
+
+def test_pretraining_lowers_the_reconstruction_loss_and_leaves_the_head_alone(caplog):
+    torch.manual_seed(0)
+    vit = ViT(ViTConfig(**SMALL, tokenizer="conv", pooling="seq"))
+    head = vit.head.weight.detach().clone()
+    stem = vit.patch_embed.proj[0].weight.detach().clone()
+    images = _toy_images()
+    cfg = TrainConfig(pretrain_epochs=15, batch_size=16, lr=3e-3)
+    mean, std = images.mean() / 255, images.std() / 255
+    with caplog.at_level(logging.INFO, logger="vitct.pretrain"):
+        losses = pretrain(vit, images, cfg, mean, std, torch.Generator().manual_seed(0))
+    assert len(losses) == 15
+    assert np.mean(losses[-3:]) < 0.75 * losses[0]
+    assert torch.equal(vit.head.weight, head)  # the classifier head is not pretrained
+    assert not torch.equal(vit.patch_embed.proj[0].weight, stem)
+    assert "pretrain epoch 15/15 reconstruction loss" in caplog.text
+    assert "left]" in caplog.text
+
+
+def test_a_diverging_pretraining_says_what_to_change():
+    vit = ViT(ViTConfig(**SMALL))
+    cfg = TrainConfig(pretrain_epochs=2, batch_size=16, lr=1e30, grad_clip=0.0)
+    with pytest.raises(NonFiniteLossError, match="pretraining loss became .* at epoch 1: lower"):
+        pretrain(vit, _toy_images(), cfg, 0.2, 0.2, torch.Generator().manual_seed(0))
+
+
+def test_training_with_pretraining_runs_it_first_and_still_learns(caplog):
+    y = np.arange(48) % 2
+    x = _toy_images()
+    x[y == 1, :2, :] = 250  # class 1: a bright top edge
+    cache = {"train_x": x, "train_y": y, "val_x": x, "val_y": y}
+    cache["mean"], cache["std"] = x.mean() / 255, x.std() / 255
+    tcfg = TrainConfig(epochs=6, pretrain_epochs=2, batch_size=16, lr=3e-3, augment=False)
+    with caplog.at_level(logging.INFO):
+        _, history, best = train(ViTConfig(**SMALL), tcfg, cache)
+    text = caplog.text
+    assert text.index("pretrain epoch 2/2") < text.index("epoch 1/6 loss")
+    assert "on 96 images" in text  # the train and validation scans, unlabelled
+    assert best["val_accuracy"] >= 0.9
+    assert len(history) == 6
+
+
+def test_cutmix_targets_are_each_images_share_of_pixels():
+    # Image i is filled with the value i, so every pixel tells where it came from.
+    x = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 1, 16, 16)
+    y = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    for seed in range(5):
+        mixed, target = cutmix(x, y, torch.Generator().manual_seed(seed))
+        assert mixed.shape == x.shape and target.shape == (8, 2)
+        np.testing.assert_allclose(target.sum(1), 1.0, rtol=1e-6)
+        for i in range(8):
+            own = (mixed[i] == i).float().mean().item()
+            labels = torch.bincount(y[mixed[i].flatten().long()], minlength=2).float() / 256
+            if own == 1.0:  # pasted from itself, or an empty box
+                assert target[i, y[i]] == pytest.approx(1.0)
+            else:
+                np.testing.assert_allclose(target[i], labels, atol=1e-6)
+    assert not torch.equal(mixed, x)
+
+
+def test_cutmix_off_leaves_hard_labels_and_the_same_batches():
+    x = torch.as_tensor(_toy_images(16))
+    y = torch.arange(16) % 2
+
+    def batches(share):
+        cfg = TrainConfig(batch_size=8, cutmix=share, augment=False)
+        gen = torch.Generator().manual_seed(0)
+        return list(epoch_batches(x, y, cfg, 0.2, 0.2, torch.device("cpu"), gen))
+
+    plain, mixed = batches(0.0), batches(1.0)
+    assert all(t.ndim == 1 for _, t in plain)
+    assert all(t.shape == (8, 2) for _, t in mixed)
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(plain, mixed, strict=True))
+
+
+def test_training_with_cutmix_learns():
+    y = np.arange(48) % 2
+    x = _toy_images()
+    x[y == 1, :2, :] = 250
+    cache = {"train_x": x, "train_y": y, "val_x": x, "val_y": y}
+    cache["mean"], cache["std"] = x.mean() / 255, x.std() / 255
+    tcfg = TrainConfig(epochs=8, cutmix=1.0, batch_size=16, lr=3e-3, augment=False)
+    _, history, best = train(ViTConfig(**SMALL), tcfg, cache)
+    assert best["val_accuracy"] >= 0.9
+    assert history.train_accuracy.between(0, 1).all()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"mask_ratio": 1.0}, "mask_ratio must be between 0 and 1"),
+        ({"mask_ratio": 0.0}, "mask_ratio must be between 0 and 1"),
+        ({"cutmix": 1.5}, "cutmix is a share of batches in"),
+        ({"cutmix": -0.1}, "cutmix is a share of batches in"),
+    ],
+)
+def test_bad_pretraining_and_cutmix_settings_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
