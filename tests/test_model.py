@@ -10,8 +10,9 @@ from vitct.attention import patch_scores, rollout
 from vitct.batches import Prefetcher, augment
 from vitct.metrics import binary_metrics
 from vitct.model import ViT, count_parameters
+from vitct.optim import NonFiniteLossError
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import NonFiniteLossError, maybe_compile, train
+from vitct.train import maybe_compile, train
 
 
 @pytest.mark.parametrize("tokenizer", ["patch", "conv"])

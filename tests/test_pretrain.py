@@ -10,6 +10,7 @@ import torch
 
 from vitct.batches import cutmix, epoch_batches
 from vitct.model import ViT
+from vitct.optim import NonFiniteLossError
 from vitct.pretrain import (
     MaskedImageModel,
     hide_patches,
@@ -18,7 +19,7 @@ from vitct.pretrain import (
     random_patch_mask,
 )
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import NonFiniteLossError, train
+from vitct.train import train
 
 SMALL = dict(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.0)
 

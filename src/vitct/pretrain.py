@@ -25,6 +25,7 @@ from tqdm import tqdm
 from vitct.batches import augment
 from vitct.data import normalise
 from vitct.model import ViT
+from vitct.optim import optimisation_step, warmup_cosine
 from vitct.settings import TrainConfig
 
 log = logging.getLogger("vitct.pretrain")
@@ -90,15 +91,7 @@ def pretrain(
     images = torch.as_tensor(images)
     steps = math.ceil(len(images) / cfg.batch_size)
     total = cfg.pretrain_epochs * steps
-    warmup = max(1, total // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / warmup
-            if s < warmup
-            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-        ),
-    )
+    scheduler = warmup_cosine(optimizer, max(1, total // 20), total)  # 5% warm-up
     grid = vit.cfg.grid_size
     log.info(
         "masked-image pretraining: %d epochs on %d images, %.0f%% of %d patches hidden",
@@ -118,19 +111,8 @@ def pretrain(
             x = augment(x, cfg, gen)
             mask = random_patch_mask(len(x), grid, cfg.mask_ratio, gen).to(device)
             loss = mim.loss(x, mask)
-            if not torch.isfinite(loss):
-                from vitct.train import NonFiniteLossError  # train imports this module
-
-                raise NonFiniteLossError(
-                    f"pretraining loss became {loss.item()} at epoch {epoch + 1}: lower "
-                    "training.lr or keep training.grad_clip > 0"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(mim.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            where = f"pretraining loss became {loss.item()} at epoch {epoch + 1}"
+            optimisation_step(loss, optimizer, scheduler, mim.parameters(), cfg.grad_clip, where)
             total_loss += loss.item() * len(x)
         losses.append(total_loss / len(images))
         elapsed = time.perf_counter() - started

@@ -20,7 +20,7 @@ class UserError(Exception):
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from vitct.artifact import ArtifactError
     from vitct.manifest import DataLayoutError
-    from vitct.train import NonFiniteLossError
+    from vitct.optim import NonFiniteLossError
 
     return (UserError, DataLayoutError, ArtifactError, NonFiniteLossError)
 

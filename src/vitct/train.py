@@ -21,14 +21,11 @@ from vitct.batches import Prefetcher, close, epoch_batches
 from vitct.data import normalise
 from vitct.metrics import binary_metrics
 from vitct.model import ViT
+from vitct.optim import optimisation_step, warmup_cosine
 from vitct.pretrain import pretrain
 from vitct.settings import TrainConfig, ViTConfig
 
 log = logging.getLogger("vitct.train")
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def configure_threads(threads: int) -> None:
@@ -64,17 +61,12 @@ def maybe_compile(model: ViT, setting: str, device: torch.device):
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    total = max(cfg.epochs * steps_per_epoch, warmup + 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return warmup_cosine(
+        optimizer,
+        cfg.warmup_epochs * steps_per_epoch,
+        cfg.epochs * steps_per_epoch,
+        constant=cfg.lr_schedule == "constant",
+    )
 
 
 @torch.no_grad()
@@ -260,17 +252,8 @@ def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch)
         with _autocast(device):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at epoch {epoch + 1}, batch {step}: lower "
-                "training.lr, raise training.warmup_epochs or keep training.grad_clip > 0"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()
+        where = f"loss became {loss.item()} at epoch {epoch + 1}, batch {step}"
+        optimisation_step(loss, optimizer, scheduler, model.parameters(), grad_clip, where)
         total_loss += loss.item() * len(y)
         labels = y if y.ndim == 1 else y.argmax(1)  # CutMix targets: the larger share
         correct += (logits.argmax(1) == labels).sum().item()

@@ -40,7 +40,7 @@ def package_files(*names):
 
 
 TRAINING_CODE = package_files(
-    "model", "settings", "train", "batches", "data", "metrics", "pretrain"
+    "model", "settings", "train", "batches", "data", "metrics", "pretrain", "optim"
 )
 
 GRID = config["sweep"]["grid"]

@@ -1,0 +1,40 @@
+"""The optimisation step and learning-rate schedule shared by training and pretraining."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def warmup_cosine(optimizer, warmup: int, total: int, constant: bool = False):
+    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total` (or constant)."""
+    total = max(total, warmup + 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if constant:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimisation_step(loss, optimizer, scheduler, parameters, grad_clip: float, where: str):
+    """Backward, clip, step; a non-finite loss stops with `where` and what to change."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"{where}: lower training.lr, raise training.warmup_epochs or keep "
+            "training.grad_clip > 0"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    scheduler.step()
