@@ -25,12 +25,15 @@ def warmup_cosine(optimizer, warmup: int, total: int, constant: bool = False):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def optimisation_step(loss, optimizer, scheduler, parameters, grad_clip: float, where: str):
-    """Backward, clip, step; a non-finite loss stops with `where` and what to change."""
+def optimisation_step(
+    loss, optimizer, scheduler, parameters, grad_clip: float, name: str, where: str
+):
+    """Backward, clip, step; a non-finite loss stops naming the loss, `where`, and what to change
+    (the message is only formatted then, off the hot path)."""
     if not torch.isfinite(loss):
         raise NonFiniteLossError(
-            f"{where}: lower training.lr, raise training.warmup_epochs or keep "
-            "training.grad_clip > 0"
+            f"{name} became {loss.item()} {where}: lower training.lr, raise "
+            "training.warmup_epochs or keep training.grad_clip > 0"
         )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

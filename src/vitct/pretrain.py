@@ -111,8 +111,15 @@ def pretrain(
             x = augment(x, cfg, gen)
             mask = random_patch_mask(len(x), grid, cfg.mask_ratio, gen).to(device)
             loss = mim.loss(x, mask)
-            where = f"pretraining loss became {loss.item()} at epoch {epoch + 1}"
-            optimisation_step(loss, optimizer, scheduler, mim.parameters(), cfg.grad_clip, where)
+            optimisation_step(
+                loss,
+                optimizer,
+                scheduler,
+                mim.parameters(),
+                cfg.grad_clip,
+                "pretraining loss",
+                f"at epoch {epoch + 1}",
+            )
             total_loss += loss.item() * len(x)
         losses.append(total_loss / len(images))
         elapsed = time.perf_counter() - started

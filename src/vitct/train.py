@@ -252,8 +252,8 @@ def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch)
         with _autocast(device):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
-        where = f"loss became {loss.item()} at epoch {epoch + 1}, batch {step}"
-        optimisation_step(loss, optimizer, scheduler, model.parameters(), grad_clip, where)
+        where = f"at epoch {epoch + 1}, batch {step}"
+        optimisation_step(loss, optimizer, scheduler, model.parameters(), grad_clip, "loss", where)
         total_loss += loss.item() * len(y)
         labels = y if y.ndim == 1 else y.argmax(1)  # CutMix targets: the larger share
         correct += (logits.argmax(1) == labels).sum().item()
