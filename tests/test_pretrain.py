@@ -5,21 +5,24 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from vitct.batches import cutmix, epoch_batches
+from vitct.config import shares_final_pretraining
 from vitct.model import ViT
 from vitct.optim import NonFiniteLossError
 from vitct.pretrain import (
     MaskedImageModel,
+    PretrainingMismatchError,
     hide_patches,
     patch_pixels,
     pretrain,
     random_patch_mask,
 )
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import train
+from vitct.train import pretrain_encoder, train
 
 SMALL = dict(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.0)
 
@@ -99,6 +102,72 @@ def test_training_with_pretraining_runs_it_first_and_still_learns(caplog):
     assert "on 96 images" in text  # the train and validation scans, unlabelled
     assert best["val_accuracy"] >= 0.9
     assert len(history) == 6
+
+
+def _toy_cache():
+    y = np.arange(48) % 2
+    x = _toy_images()
+    x[y == 1, :2, :] = 250
+    return {
+        "train_x": x[:32],
+        "train_y": y[:32],
+        "val_x": x[32:],
+        "val_y": y[32:],
+        "mean": 0.2,
+        "std": 0.2,
+    }
+
+
+def test_training_from_a_shared_pretraining_equals_pretraining_itself():
+    mcfg = ViTConfig(**{**SMALL, "dropout": 0.1, "drop_path": 0.1})
+    tcfg = TrainConfig(epochs=3, pretrain_epochs=2, batch_size=16, cutmix=0.5, prefetch=False)
+    cache = _toy_cache()
+    own_model, own_history, _ = train(mcfg, tcfg, cache)
+    shared = pretrain_encoder(mcfg, tcfg, cache)
+    assert len(shared["losses"]) == 2
+    model, history, _ = train(mcfg, tcfg, cache, pretrained=shared)
+    pd.testing.assert_frame_equal(history, own_history)  # same draws, same weights
+    for a, b in zip(model.parameters(), own_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # Settings that pretraining ignores may differ: label smoothing, CutMix, the epochs.
+    other = TrainConfig(**{**tcfg.__dict__, "label_smoothing": 0.1, "cutmix": 0.0, "epochs": 1})
+    train(mcfg, other, cache, pretrained=shared)
+
+
+@pytest.mark.parametrize(
+    "model_change, train_change, named",
+    [
+        ({}, {"mask_ratio": 0.75}, "mask_ratio"),
+        ({}, {"seed": 1}, "seed"),
+        ({"drop_path": 0.2}, {}, "model"),
+    ],
+)
+def test_a_pretraining_made_with_other_settings_is_refused(model_change, train_change, named):
+    tcfg = TrainConfig(epochs=1, pretrain_epochs=1, batch_size=16, prefetch=False)
+    cache = _toy_cache()
+    shared = pretrain_encoder(ViTConfig(**SMALL), tcfg, cache)
+    mcfg = ViTConfig(**{**SMALL, **model_change})
+    other = TrainConfig(**{**tcfg.__dict__, **train_change})
+    with pytest.raises(PretrainingMismatchError, match=rf"\({named}.* differ\); delete them"):
+        train(mcfg, other, cache, pretrained=shared)
+
+
+@pytest.mark.parametrize(
+    "variant, shares",
+    [
+        ({"label_smoothing": 0.0}, True),
+        ({"augment": True, "cutmix": 0.0, "lr_schedule": "constant"}, True),
+        ({"select_best_epoch": False, "epochs": 10}, True),
+        ({"drop_path": 0.0}, False),  # a model setting: the model pretrains otherwise
+        ({"tokenizer": "patch", "pooling": "cls"}, False),
+        ({"mask_ratio": 0.75}, False),
+        ({"pretrain_epochs": 0}, False),
+        ({"seed": 1}, False),
+        ({"grad_clip": 0.0}, False),  # pretraining clips its gradients too
+    ],
+)
+def test_which_ablation_variants_reuse_the_final_models_pretraining(variant, shares):
+    assert shares_final_pretraining(variant) is shares
 
 
 def test_cutmix_targets_are_each_images_share_of_pixels():

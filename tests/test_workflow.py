@@ -100,12 +100,19 @@ def test_ablation_compares_each_variant_with_the_final_model(demo_run: Path):
     trained = json.loads((results / "ablation/no_augmentation/train_metrics.json").read_text())
     assert trained["training"]["augment"] is False
     assert trained["model"] == json.loads((results / "final/model_config.json").read_text())
+    # Augmentation does not shape pretraining: the variant starts from the final model's.
+    assert (results / "final/pretrained.pt").exists()
+    assert not (results / "ablation/no_augmentation/pretrained.pt").exists()
+    log = (results / "logs/ablation/train_no_augmentation.log").read_text()
+    assert "starting from the given pretraining (1 epochs)" in log
+    assert "pretrain epoch" not in log
 
 
 def test_training_log_shows_epoch_loss_metric_and_time_left(demo_run: Path):
     log = (demo_run / "results/logs/train_final.log").read_text()
     assert "epoch 2/2 loss" in log and "val_mcc" in log and "left]" in log
-    assert "pretrain epoch 1/1 reconstruction loss" in log  # DEMO_RUN_FINAL pretrains
+    pretrain_log = (demo_run / "results/logs/pretrain_final.log").read_text()
+    assert "pretrain epoch 1/1 reconstruction loss" in pretrain_log  # DEMO_RUN_FINAL pretrains
 
 
 def test_each_sweep_job_declares_and_honours_its_threads(demo_run: Path):
@@ -209,6 +216,42 @@ def test_a_larger_final_image_size_preprocesses_once_more_and_keeps_the_sweep(
     finally:
         write_config(project_copy, tiny_config())
         snakemake(project_copy, snakefile=project_copy / "Snakefile")  # back to 32 px
+
+
+def test_pretraining_is_shared_by_the_runs_it_fits_and_survives_other_changes(
+    project_copy: Path,
+):
+    pretrained = tiny_config(
+        final={"overrides": {"epochs": 2, "pretrain_epochs": 1}},
+        ablation={
+            "variants": {
+                "no_smoothing": {"label_smoothing": 0.0},  # same pretraining as the final model
+                "no_drop_path": {"drop_path": 0.0},  # another model: pretrains for itself
+            }
+        },
+    )
+    write_config(project_copy, pretrained)
+    try:
+        plan = planned(project_copy)
+        assert plan["pretrain_final"] == 1 and plan["pretrain_ablation"] == 1
+        assert plan["train_ablation"] == 2
+        snakemake(project_copy, snakefile=project_copy / "Snakefile")
+        ablation = project_copy / "results/ablation"
+        assert (ablation / "no_drop_path/pretrained.pt").exists()
+        assert not (ablation / "no_smoothing/pretrained.pt").exists()
+        # A setting that pretraining ignores reruns the training, not the pretraining.
+        pretrained["final"]["overrides"]["label_smoothing"] = 0.2
+        write_config(project_copy, pretrained)
+        plan = planned(project_copy)
+        assert "pretrain_final" not in plan and "pretrain_ablation" not in plan
+        assert plan["train_final"] == 1 and plan["train_ablation"] == 2
+        # One that shapes it (the share of hidden patches) pretrains again.
+        pretrained["final"]["overrides"]["mask_ratio"] = 0.75
+        write_config(project_copy, pretrained)
+        assert planned(project_copy)["pretrain_final"] == 1
+    finally:
+        write_config(project_copy, tiny_config())
+        snakemake(project_copy, snakefile=project_copy / "Snakefile")  # without pretraining
 
 
 def test_snakemake_report_collects_the_annotated_outputs(demo_run: Path, tmp_path: Path):

@@ -7,12 +7,14 @@ job starts, with a message that names the key.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import fields
+from pathlib import Path
 
 import jsonschema
 
-from vitct.settings import TrainConfig, ViTConfig
+from vitct.settings import PRETRAINING_KEYS, TrainConfig, ViTConfig
 
 # image_size is a model setting too: the final model (or an ablation variant) may see larger
 # images than the sweep, which runs at preprocess.image_size.
@@ -31,6 +33,33 @@ def run_settings(config: dict, changes: dict) -> tuple[dict, dict]:
     for key, value in changes.items():
         (model if key in MODEL_KEYS else training)[key] = value
     return model, training
+
+
+def tuned_run_settings(base: dict, best_path, overrides: dict) -> tuple[dict, dict, dict]:
+    """(changes, model, training) of a run built on the sweep's best combination (the final
+    model, an ablation variant): best.json's values with `overrides` on top."""
+    best = json.loads(Path(best_path).read_text())["params"]
+    changes = {**best, **overrides}
+    return (changes, *run_settings(base, changes))
+
+
+def pretraining_settings(config: dict, overrides: dict) -> dict:
+    """The config's sections ("base") and a run's overrides reduced to what shapes pretraining,
+    so that a pretraining job's parameters, and with them Snakemake's rerun decision, ignore
+    every other setting."""
+    keep = MODEL_KEYS | set(PRETRAINING_KEYS)
+    base = {
+        "model": config["model"],
+        "preprocess": {"image_size": config["preprocess"]["image_size"]},
+        "training": {k: v for k, v in config["training"].items() if k in keep},
+    }
+    return {"base": base, "overrides": {k: v for k, v in overrides.items() if k in keep}}
+
+
+def shares_final_pretraining(variant: dict) -> bool:
+    """Whether an ablation variant's changes leave the final model's pretraining as it is (it
+    changes neither the model nor a setting of PRETRAINING_KEYS), so it can reuse it."""
+    return not set(variant) & (MODEL_KEYS | set(PRETRAINING_KEYS))
 
 
 def schema_problems(config: dict, schema: dict) -> list[str]:

@@ -31,6 +31,10 @@ from vitct.settings import TrainConfig
 log = logging.getLogger("vitct.pretrain")
 
 
+class PretrainingMismatchError(ValueError):
+    """Pretrained weights handed to a run whose settings would have pretrained otherwise."""
+
+
 def random_patch_mask(batch: int, grid: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
     """(batch, grid*grid) bool, exactly round(ratio * grid^2) patches True (hidden) per image."""
     n = grid * grid

@@ -88,3 +88,28 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# The training settings that shape masked-image pretraining. With every model setting they define
+# it: runs that agree on them (say the final model and an ablation variant that only drops label
+# smoothing) can share one pretraining (the workflow's pretrain rules).
+PRETRAINING_KEYS = (
+    "pretrain_epochs",
+    "mask_ratio",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "grad_clip",
+    "seed",
+    "device",
+    "hflip",
+    "rotate_degrees",
+    "scale_range",
+    "translate",
+    "intensity_jitter",
+)
+
+
+def pretraining_identity(model: ViTConfig, training: TrainConfig) -> dict:
+    """What a pretraining was made with; two runs with equal identities pretrain identically."""
+    return {"model": model.to_dict(), **{k: getattr(training, k) for k in PRETRAINING_KEYS}}

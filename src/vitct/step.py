@@ -21,8 +21,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from vitct.artifact import ArtifactError
     from vitct.manifest import DataLayoutError
     from vitct.optim import NonFiniteLossError
+    from vitct.pretrain import PretrainingMismatchError
 
-    return (UserError, DataLayoutError, ArtifactError, NonFiniteLossError)
+    return (UserError, DataLayoutError, ArtifactError, NonFiniteLossError, PretrainingMismatchError)
 
 
 def run(snakemake, main: Callable[..., None]) -> None:

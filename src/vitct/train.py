@@ -22,8 +22,8 @@ from vitct.data import normalise
 from vitct.metrics import binary_metrics
 from vitct.model import ViT
 from vitct.optim import optimisation_step, warmup_cosine
-from vitct.pretrain import pretrain
-from vitct.settings import TrainConfig, ViTConfig
+from vitct.pretrain import PretrainingMismatchError, pretrain
+from vitct.settings import TrainConfig, ViTConfig, pretraining_identity
 
 log = logging.getLogger("vitct.train")
 
@@ -95,6 +95,44 @@ def fingerprint(model_cfg: ViTConfig, train_cfg: TrainConfig, *data_paths: str |
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def pretrain_encoder(model_cfg: ViTConfig, train_cfg: TrainConfig, cache: dict) -> dict:
+    """Masked-image pretraining as the start of train(), on its own: the weights, the random
+    number generators' states after it and what it was made with (train() takes it back).
+
+    Pretrains on the unlabelled train and validation scans, never the test split.
+    """
+    seed_everything(train_cfg.seed)
+    device = pick_device(train_cfg.device)
+    model = ViT(model_cfg).to(device)  # the same draws as train()'s model
+    gen = torch.Generator().manual_seed(train_cfg.seed)
+    images = np.concatenate([cache["train_x"], cache["val_x"]])
+    losses = pretrain(model, images, train_cfg, float(cache["mean"]), float(cache["std"]), gen)
+    return {
+        "identity": pretraining_identity(model_cfg, train_cfg),
+        "model": _cpu_state(model),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else torch.zeros(0),
+        "losses": losses,
+    }
+
+
+def _start_from_pretraining(model: ViT, gen: torch.Generator, pretrained: dict, expected: dict):
+    """Load a pretrain_encoder() result into the model and the generators, so training goes on
+    exactly as if it had pretrained itself."""
+    if pretrained["identity"] != expected:
+        differ = sorted(k for k in expected if expected[k] != pretrained["identity"].get(k))
+        raise PretrainingMismatchError(
+            f"the pretrained weights were made with other settings ({', '.join(differ)} "
+            "differ); delete them so that their pretraining runs again with this run's settings"
+        )
+    model.load_state_dict(pretrained["model"])
+    gen.set_state(pretrained["generator"])
+    torch.set_rng_state(pretrained["torch_rng"])
+    if len(pretrained["cuda_rng"]) and next(model.parameters()).is_cuda:
+        torch.cuda.set_rng_state(pretrained["cuda_rng"])
+
+
 def train(
     model_cfg: ViTConfig,
     train_cfg: TrainConfig,
@@ -102,8 +140,13 @@ def train(
     resume_path: str | Path | None = None,
     run_id: str = "",
     timings: dict | None = None,
+    pretrained: dict | None = None,
 ) -> tuple[ViT, pd.DataFrame, dict]:
     """Train on cache['train_x'], select the best epoch on cache['val_x'].
+
+    With train_cfg.pretrain_epochs, training starts from masked-image pretraining: the given
+    `pretrained` (a pretrain_encoder() result with the same settings, shared between runs), or
+    its own.
 
     Returns the model holding the best epoch's weights, the per-epoch history and the best
     epoch's validation metrics. A `timings` dict, when given, receives the seconds spent in
@@ -142,9 +185,11 @@ def train(
             log.info("ignoring checkpoint %s from a different run", resume_path)
 
     if train_cfg.pretrain_epochs and start_epoch == 0:  # a resumed run has its weights
-        # Unlabelled train and validation scans (never the test split); labels pick the epoch.
-        images = np.concatenate([cache["train_x"], cache["val_x"]])
-        pretrain(model, images, train_cfg, mean, std, gen)
+        if pretrained is None:
+            pretrained = pretrain_encoder(model_cfg, train_cfg, cache)
+        else:
+            log.info("starting from the given pretraining (%d epochs)", len(pretrained["losses"]))
+        _start_from_pretraining(model, gen, pretrained, pretraining_identity(model_cfg, train_cfg))
     log.info(
         "training %d parameters on %s: %d train / %d val images, %d epochs",
         sum(p.numel() for p in model.parameters()),

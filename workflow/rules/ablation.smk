@@ -1,5 +1,24 @@
 # The ablation: the final training again with one ingredient changed per variant, scored on
-# the same test images. Reuses the final model's training and evaluation rules unchanged.
+# the same test images. Reuses the final model's training and evaluation rules unchanged, and
+# its pretraining too when a variant leaves that as it is (say, no label smoothing).
+
+
+use rule pretrain_final as pretrain_ablation with:
+    input:
+        cache=variant_images,
+        split=rules.split_manifest.output.split,
+        best=rules.aggregate_sweep.output.best,
+        code=TRAINING_CODE,
+    output:
+        pretrained=f"{RESULTS}/ablation/{{variant}}/pretrained.pt",
+    log:
+        f"{LOGS}/ablation/pretrain_{{variant}}.log",
+    benchmark:
+        f"{BENCH}/ablation/pretrain_{{variant}}.tsv"
+    params:
+        settings=lambda wildcards: pretraining_settings(
+            config, ablation_overrides(wildcards)
+        ),
 
 
 use rule train_final as train_ablation with:
@@ -7,6 +26,7 @@ use rule train_final as train_ablation with:
         cache=variant_images,
         split=rules.split_manifest.output.split,
         best=rules.aggregate_sweep.output.best,
+        pretrained=variant_pretraining,
         code=TRAINING_CODE + package_files("artifact"),
     output:
         model=f"{RESULTS}/ablation/{{variant}}/model.safetensors",

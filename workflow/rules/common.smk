@@ -6,7 +6,14 @@ import pandas as pd
 import yaml
 from snakemake.utils import Paramspace, min_version, validate
 
-from vitct.config import ConfigError, check, run_settings, schema_problems
+from vitct.config import (
+    ConfigError,
+    check,
+    pretraining_settings,
+    run_settings,
+    schema_problems,
+    shares_final_pretraining,
+)
 
 min_version("8.20")
 
@@ -96,6 +103,33 @@ VARIANTS = config["ablation"]["variants"]
 def ablation_overrides(wildcards):
     """The final model's overrides with one ablation variant's changes on top."""
     return {**config["final"]["overrides"], **VARIANTS[wildcards.variant]}
+
+
+def pretraining_file(owner, overrides):
+    """The shared masked-image pretraining a run starts from (its `pretrain_*` rule's output),
+    or none: when the run does not pretrain, or when only the sweep's result says whether it
+    does (pretrain_epochs swept and not overridden); the training job then pretrains itself.
+    """
+    if "pretrain_epochs" in GRID and "pretrain_epochs" not in overrides:
+        return []
+    if not run_settings(config, overrides)[1]["pretrain_epochs"]:
+        return []
+    return f"{RESULTS}/{owner}/pretrained.pt"
+
+
+def final_pretraining(wildcards):
+    return pretraining_file("final", config["final"]["overrides"])
+
+
+def variant_pretraining(wildcards):
+    """The final model's pretraining when the variant leaves it unchanged, else its own."""
+    variant = VARIANTS[wildcards.variant]
+    owner = (
+        "final"
+        if shares_final_pretraining(variant)
+        else f"ablation/{wildcards.variant}"
+    )
+    return pretraining_file(owner, ablation_overrides(wildcards))
 
 
 # One cache per image size, written by the preprocess rule.

@@ -1,3 +1,28 @@
+rule pretrain_final:
+    input:
+        cache=FINAL_IMAGES,
+        split=rules.split_manifest.output.split,
+        best=rules.aggregate_sweep.output.best,
+        code=TRAINING_CODE,
+    output:
+        pretrained=f"{RESULTS}/final/pretrained.pt",
+    log:
+        f"{LOGS}/pretrain_final.log",
+    benchmark:
+        f"{BENCH}/pretrain_final.tsv"
+    conda:
+        ENV
+    threads: config["final"]["threads"]
+    resources:
+        mem_mb=config["final"]["mem_mb"],
+        runtime=config["final"]["runtime"],
+    params:
+        # Only what shapes pretraining, so that changing another setting keeps it.
+        settings=pretraining_settings(config, config["final"]["overrides"]),
+    script:
+        "../scripts/pretrain.py"
+
+
 rule train_final:
     input:
         cache=FINAL_IMAGES,
@@ -5,6 +30,7 @@ rule train_final:
         best=rules.aggregate_sweep.output.best,
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
+        pretrained=final_pretraining,
         code=TRAINING_CODE + package_files("artifact"),
     output:
         model=f"{RESULTS}/final/model.safetensors",

@@ -3,9 +3,11 @@
 import json
 from pathlib import Path
 
+import torch
+
 from vitct import step
 from vitct.artifact import save_artifact
-from vitct.config import run_settings
+from vitct.config import tuned_run_settings
 from vitct.data import load_splits
 from vitct.figures import plot_history
 from vitct.manifest import sha256_of
@@ -15,15 +17,18 @@ from vitct.train import fingerprint, train
 
 def main(snakemake):
     if "best" in snakemake.input.keys():  # final training: best combination + overrides
-        best = json.loads(Path(snakemake.input.best).read_text())["params"]
-        changes = {**best, **snakemake.params.overrides}
-        model_settings, train_settings = run_settings(snakemake.params.base, changes)
+        changes, model_settings, train_settings = tuned_run_settings(
+            snakemake.params.base, snakemake.input.best, snakemake.params.overrides
+        )
     else:
         changes = dict(snakemake.params.swept)
         model_settings, train_settings = snakemake.params.settings
     model_cfg = ViTConfig.from_dict(model_settings)
     train_cfg = TrainConfig.from_dict(train_settings)
     cache = load_splits(snakemake.input.cache, snakemake.input.split)
+    pretrained = None
+    if snakemake.input.get("pretrained"):  # the shared pretraining of the pretrain_* rule
+        pretrained = torch.load(snakemake.input.pretrained, weights_only=True)
     out = Path(snakemake.output.metrics).parent
     resume = out / "resume.pt"  # not an output: Snakemake keeps it when a job is interrupted
     model, history, best_row = train(
@@ -32,6 +37,7 @@ def main(snakemake):
         cache,
         resume_path=resume,
         run_id=fingerprint(model_cfg, train_cfg, snakemake.input.cache, snakemake.input.split),
+        pretrained=pretrained,
     )
     history.to_csv(snakemake.output.history, sep="\t", index=False, float_format="%.6g")
     plot_history(
