@@ -35,7 +35,7 @@ def test_stored_histograms_come_back_in_the_order_asked(tmp_path):
     np.savez(path, paths=np.array(["a.png", "b.png"]), histograms=np.array([[1.0, 0], [0, 1]]))
     np.testing.assert_array_equal(load_histograms(path, ["b.png", "a.png"]), [[0, 1], [1, 0]])
     # An image the file does not know (a stale file from another manifest): say so, and how.
-    with pytest.raises(ValueError, match=r"no grey-level histogram for 1 .*c\.png.*rerun"):
+    with pytest.raises(ValueError, match=r"no row for 1 of the images \(e\.g\. c\.png\).*rerun"):
         load_histograms(path, ["a.png", "c.png"])
 
 

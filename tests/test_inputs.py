@@ -11,7 +11,7 @@ import pytest
 from conftest import TINY_IMAGES, snakemake, tiny_config
 from PIL import Image
 
-from vitct.data import load_grey
+from vitct.data import load_grey, load_splits, save_cache
 from vitct.manifest import DataLayoutError, build_manifest
 from vitct.split import assign_splits
 from vitct.synthetic import generate
@@ -133,3 +133,23 @@ def test_empty_class_folder_fails_clearly_and_keeps_earlier_results(clean_folder
     # The receipt of the failed fetch is gone, so nothing downstream takes the data as complete;
     # what was computed before (the split of the earlier data) is still there.
     assert (workdir / "results/data/split.tsv").read_bytes() == split_before
+
+
+def test_splits_come_from_the_table_and_a_stale_cache_is_named(tmp_path: Path):
+    images = np.arange(4 * 2 * 2, dtype=np.uint8).reshape(4, 2, 2)
+    cache = {"x": images, "y": np.array([0, 1, 0, 1]), "paths": np.array(["a", "b", "c", "d"])}
+    save_cache(tmp_path / "images.npz", cache)
+    table = pd.DataFrame({"path": ["d", "a", "b", "c"], "split": ["train", "train", "val", "test"]})
+    table.to_csv(tmp_path / "split.tsv", sep="\t", index=False)
+    splits = load_splits(tmp_path / "images.npz", tmp_path / "split.tsv")
+    assert list(splits["train_paths"]) == ["d", "a"]  # in the table's order
+    np.testing.assert_array_equal(splits["train_x"], images[[3, 0]])
+    assert list(splits["test_y"]) == [0]
+    # A cache already loaded gives the same; a cache from another manifest says what to do.
+    assert list(load_splits(cache, tmp_path / "split.tsv")["val_paths"]) == ["b"]
+    table.loc[3, "path"] = "e"
+    table.to_csv(tmp_path / "split.tsv", sep="\t", index=False)
+    with pytest.raises(
+        ValueError, match=r"images\.npz has no row for 1 of the images \(e\.g\. e\)"
+    ):
+        load_splits(tmp_path / "images.npz", tmp_path / "split.tsv")

@@ -63,17 +63,32 @@ def load_cache(path: str | Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def load_splits(cache_path: str | Path, split_path: str | Path) -> dict:
-    """The cached images cut into train/val/test by the split table: `{split}_x`, `{split}_y`,
-    `{split}_paths`, plus the training set's pixel mean and std for standardisation."""
+def rows_of(stored_paths, wanted_paths, source: str | Path) -> np.ndarray:
+    """Row index in an array file (`source`, holding `stored_paths`) of each of `wanted_paths`.
+
+    Both come from the same manifest; a path that is missing means a stale or foreign file."""
+    row_of = {p: i for i, p in enumerate(stored_paths)}
+    missing = [p for p in wanted_paths if p not in row_of]
+    if missing:
+        raise ValueError(
+            f"{source} has no row for {len(missing)} of the images (e.g. {missing[0]}); "
+            "delete it and rerun the workflow to rebuild it"
+        )
+    return np.array([row_of[p] for p in wanted_paths], dtype=np.int64)
+
+
+def load_splits(cache: str | Path | dict, split_path: str | Path) -> dict:
+    """The cached images (a cache file, or one already loaded) cut into train/val/test by the
+    split table: `{split}_x`, `{split}_y`, `{split}_paths`, plus the training set's pixel mean
+    and std for standardisation."""
     import pandas as pd
 
-    cache = load_cache(cache_path)
+    source = cache if not isinstance(cache, dict) else "the image cache"
+    cache = load_cache(cache) if not isinstance(cache, dict) else cache
     table = pd.read_csv(split_path, sep="\t", keep_default_na=False)
-    row_of = {p: i for i, p in enumerate(cache["paths"])}
     out = {}
     for split in ("train", "val", "test"):
-        rows = np.array([row_of[p] for p in table.path[table.split == split]], dtype=np.int64)
+        rows = rows_of(cache["paths"], table.path[table.split == split].tolist(), source)
         out[f"{split}_x"] = cache["x"][rows]
         out[f"{split}_y"] = cache["y"][rows]
         out[f"{split}_paths"] = cache["paths"][rows]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from vitct.data import load_cache
+from vitct.data import load_cache, rows_of
 from vitct.neighbours import score_test_subsets
 
 HISTOGRAM_BINS = 32
@@ -32,14 +32,7 @@ def grey_histograms(images, bins: int = HISTOGRAM_BINS) -> np.ndarray:
 def load_histograms(path, paths) -> np.ndarray:
     """The stored histograms (grey_histograms rule) of `paths`, in that order."""
     stored = load_cache(path)
-    row_of = {p: i for i, p in enumerate(stored["paths"])}
-    missing = [p for p in paths if p not in row_of]
-    if missing:  # both come from the same manifest: a mismatch means a stale or foreign file
-        raise ValueError(
-            f"{path} has no grey-level histogram for {len(missing)} of the images "
-            f"(e.g. {missing[0]}); delete it and rerun the workflow to rebuild it"
-        )
-    return stored["histograms"][[row_of[p] for p in paths]]
+    return stored["histograms"][rows_of(stored["paths"], list(paths), path)]
 
 
 def histogram_baseline(

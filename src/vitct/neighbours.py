@@ -12,6 +12,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from vitct.data import rows_of
+
 THUMBNAIL_SIZE = 32
 
 
@@ -62,9 +64,9 @@ def test_neighbours(cache: dict, table: pd.DataFrame, split_column: str):
     """Nearest seen (train or validation) thumbnail of every test image, in split-table order.
 
     Returns (seen rows, test rows, index into seen rows, cosine similarity)."""
-    row_of = {p: i for i, p in enumerate(cache["paths"])}
-    seen = np.array([row_of[p] for p in table.path[table[split_column] != "test"]], dtype=int)
-    test = np.array([row_of[p] for p in table.path[table[split_column] == "test"]], dtype=int)
+    is_test = table[split_column] == "test"
+    seen = rows_of(cache["paths"], table.path[~is_test].tolist(), "the image cache")
+    test = rows_of(cache["paths"], table.path[is_test].tolist(), "the image cache")
     idx, similarity = nearest_train(cache["thumbnails"][seen], cache["thumbnails"][test])
     return seen, test, idx, similarity
 

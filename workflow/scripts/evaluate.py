@@ -18,14 +18,15 @@ from vitct.train import predict_proba
 
 def main(snakemake):
     model, meta = load_artifact(snakemake.input.model)
-    cache = load_splits(snakemake.input.cache, snakemake.input.split)
+    images = load_cache(snakemake.input.cache)  # read once: for the splits and the neighbours
+    cache = load_splits(images, snakemake.input.split)
     pre = meta["preprocessing"]
     prob = predict_proba(model, cache["test_x"], pre["mean"], pre["std"])
     y = cache["test_y"]
     # Besides all test images, the test images with no near-identical seen slice: what the
     # model does with a slice it has not, in effect, seen before.
     table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
-    similarity = test_neighbours(load_cache(snakemake.input.cache), table, "split")[3]
+    similarity = test_neighbours(images, table, "split")[3]
     scored = score_test_subsets(y, prob, similarity, snakemake.params.threshold)
     metrics = {"positive_class": "COVID", **scored.pop("all_test"), **scored}
     if snakemake.params.bootstrap:

@@ -26,9 +26,10 @@ def main(snakemake):
     model_cfg = ViTConfig.from_dict(model_settings)
     train_cfg = TrainConfig.from_dict(train_settings)
     cache = load_splits(snakemake.input.cache, snakemake.input.split)
-    pretrained = None
+    pretrained, inputs = None, [snakemake.input.cache, snakemake.input.split]
     if snakemake.input.get("pretrained"):  # the shared pretraining of the pretrain_* rule
         pretrained = torch.load(snakemake.input.pretrained, weights_only=True)
+        inputs.append(snakemake.input.pretrained)  # a new pretraining restarts the training
     out = Path(snakemake.output.metrics).parent
     resume = out / "resume.pt"  # not an output: Snakemake keeps it when a job is interrupted
     model, history, best_row = train(
@@ -36,7 +37,7 @@ def main(snakemake):
         train_cfg,
         cache,
         resume_path=resume,
-        run_id=fingerprint(model_cfg, train_cfg, snakemake.input.cache, snakemake.input.split),
+        run_id=fingerprint(model_cfg, train_cfg, *inputs),
         pretrained=pretrained,
     )
     history.to_csv(snakemake.output.history, sep="\t", index=False, float_format="%.6g")
