@@ -249,6 +249,21 @@ def test_pretraining_is_shared_by_the_runs_it_fits_and_survives_other_changes(
         pretrained["final"]["overrides"]["mask_ratio"] = 0.75
         write_config(project_copy, pretrained)
         assert planned(project_copy)["pretrain_final"] == 1
+        # Kept by mtime-only rerun triggers, a pretraining that no longer fits is refused by name.
+        proc = snakemake(
+            project_copy,
+            "--rerun-triggers",
+            "mtime",
+            "--forcerun",
+            "train_final",
+            check=False,
+            snakefile=project_copy / "Snakefile",
+        )
+        assert proc.returncode != 0
+        assert (
+            "PretrainingMismatchError: results/final/pretrained.pt: the pretrained weights were "
+            "made with other settings (mask_ratio differ)"
+        ) in proc.stderr
     finally:
         write_config(project_copy, tiny_config())
         snakemake(project_copy, snakefile=project_copy / "Snakefile")  # without pretraining

@@ -11,6 +11,7 @@ from vitct.config import tuned_run_settings
 from vitct.data import load_splits
 from vitct.figures import plot_history
 from vitct.manifest import sha256_of
+from vitct.pretrain import PretrainingMismatchError
 from vitct.settings import TrainConfig, ViTConfig
 from vitct.train import fingerprint, train
 
@@ -32,14 +33,17 @@ def main(snakemake):
         inputs.append(snakemake.input.pretrained)  # a new pretraining restarts the training
     out = Path(snakemake.output.metrics).parent
     resume = out / "resume.pt"  # not an output: Snakemake keeps it when a job is interrupted
-    model, history, best_row = train(
-        model_cfg,
-        train_cfg,
-        cache,
-        resume_path=resume,
-        run_id=fingerprint(model_cfg, train_cfg, *inputs),
-        pretrained=pretrained,
-    )
+    try:
+        model, history, best_row = train(
+            model_cfg,
+            train_cfg,
+            cache,
+            resume_path=resume,
+            run_id=fingerprint(model_cfg, train_cfg, *inputs),
+            pretrained=pretrained,
+        )
+    except PretrainingMismatchError as e:  # say which file (kept by --rerun-triggers mtime)
+        raise PretrainingMismatchError(f"{snakemake.input.pretrained}: {e}") from None
     history.to_csv(snakemake.output.history, sep="\t", index=False, float_format="%.6g")
     plot_history(
         history, snakemake.output.curves, title=", ".join(f"{k}={v}" for k, v in changes.items())
