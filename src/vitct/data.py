@@ -83,8 +83,9 @@ def load_splits(cache: str | Path | dict, split_path: str | Path) -> dict:
     and std for standardisation."""
     import pandas as pd
 
-    source = cache if not isinstance(cache, dict) else "the image cache"
-    cache = load_cache(cache) if not isinstance(cache, dict) else cache
+    source = "the image cache"
+    if not isinstance(cache, dict):
+        source, cache = cache, load_cache(cache)
     table = pd.read_csv(split_path, sep="\t", keep_default_na=False)
     out = {}
     for split in ("train", "val", "test"):
