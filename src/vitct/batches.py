@@ -87,7 +87,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
     x0, x1 = max(left - bw // 2, 0), min(left + bw - bw // 2, w)
     perm = torch.randperm(b, generator=gen).to(x.device)
     x = x.clone()
-    x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    x[..., y0:y1, x0:x1] = x[perm, ..., y0:y1, x0:x1]  # gathers the box only
     pasted = (y1 - y0) * (x1 - x0) / (h * w)
     onehot = F.one_hot(y, len(CLASS_NAMES)).float()
     return x, (1 - pasted) * onehot + pasted * onehot[perm]
