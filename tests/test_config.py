@@ -94,9 +94,13 @@ def test_bad_config_stops_before_any_job_naming_the_key(case, tmp_path: Path):
 
 
 def test_the_shipped_configs_are_valid():
-    for name in ("config.yaml", "demo.yaml", "real-cpu.yaml"):
+    from snakemake.utils import validate
+
+    for name in ("config.yaml", "demo.yaml", "real-cpu.yaml", "real-cpu-128px.yaml"):
         config = yaml.safe_load((REPO / "config" / name).read_text())
         assert schema_problems(config, SCHEMA) == [], name
+        validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+        check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
 
 
 def test_the_levers_overlay_adds_variants_to_the_cpu_config():
