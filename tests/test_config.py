@@ -93,24 +93,26 @@ def test_bad_config_stops_before_any_job_naming_the_key(case, tmp_path: Path):
     assert not (tmp_path / "results").exists()  # no job ran
 
 
-def test_the_shipped_configs_are_valid():
+def assert_valid(config: dict, name: str = "") -> None:
+    """What a run checks before any job: the schema, then the cross-key checks."""
     from snakemake.utils import validate
 
+    assert schema_problems(config, SCHEMA) == [], name
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
+
+
+def test_the_shipped_configs_are_valid():
     for name in ("config.yaml", "demo.yaml", "real-cpu.yaml", "real-cpu-128px.yaml"):
-        config = yaml.safe_load((REPO / "config" / name).read_text())
-        assert schema_problems(config, SCHEMA) == [], name
-        validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
-        check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
+        assert_valid(yaml.safe_load((REPO / "config" / name).read_text()), name)
 
 
 def test_the_levers_overlay_adds_variants_to_the_cpu_config():
-    from snakemake.utils import update_config, validate
+    from snakemake.utils import update_config
 
     config = yaml.safe_load((REPO / "config/real-cpu.yaml").read_text())
     update_config(config, yaml.safe_load((REPO / "config/real-cpu-levers.yaml").read_text()))
-    assert schema_problems(config, SCHEMA) == []
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
-    check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
+    assert_valid(config)
     assert {"no_conv_tokenizer_seq_pool", "images_128px", "seed_1", "pretrained_cutmix"} <= set(
         config["ablation"]["variants"]
     )
