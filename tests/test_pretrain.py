@@ -134,6 +134,72 @@ def test_training_from_a_shared_pretraining_equals_pretraining_itself():
     train(mcfg, other, cache, pretrained=shared)
 
 
+def _crash_after_steps(monkeypatch, n_steps):
+    """Make pretraining's n_steps+1-th optimiser step die, as if the job were killed there."""
+    import vitct.pretrain as pretrain_module
+
+    real_step, calls = pretrain_module.optimisation_step, {"n": 0}
+
+    def step(*args):
+        calls["n"] += 1
+        if calls["n"] > n_steps:
+            raise KeyboardInterrupt("killed")
+        return real_step(*args)
+
+    monkeypatch.setattr(pretrain_module, "optimisation_step", step)
+
+
+def test_interrupted_then_resumed_pretraining_equals_an_uninterrupted_one(
+    tmp_path, monkeypatch, caplog
+):
+    mcfg = ViTConfig(**{**SMALL, "dropout": 0.1, "drop_path": 0.1})
+    tcfg = TrainConfig(epochs=1, pretrain_epochs=3, batch_size=16, prefetch=False)
+    cache = _toy_cache()  # 32 train + 16 val scans: 3 steps an epoch
+    whole = pretrain_encoder(mcfg, tcfg, cache)
+
+    resume = tmp_path / "pretrain_resume.pt"
+    with monkeypatch.context() as m:
+        _crash_after_steps(m, 2 * 3 + 1)  # killed inside epoch 3
+        with pytest.raises(KeyboardInterrupt):
+            pretrain_encoder(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
+    assert len(torch.load(resume, weights_only=True)["losses"]) == 2
+    with caplog.at_level(logging.INFO, logger="vitct.pretrain"):
+        resumed = pretrain_encoder(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
+    assert "resumed pretraining from" in caplog.text and "after epoch 2" in caplog.text
+    assert resumed["losses"] == whole["losses"]
+    for name, weights in whole["model"].items():
+        assert torch.equal(weights, resumed["model"][name]), name
+    assert torch.equal(whole["generator"], resumed["generator"])
+
+
+def test_a_pretraining_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
+    tcfg = TrainConfig(epochs=1, pretrain_epochs=2, batch_size=16, prefetch=False)
+    resume = tmp_path / "pretrain_resume.pt"
+    pretrain_encoder(ViTConfig(**SMALL), tcfg, _toy_cache(), resume_path=resume, run_id="a")
+    with caplog.at_level(logging.INFO):
+        again = pretrain_encoder(
+            ViTConfig(**SMALL), tcfg, _toy_cache(), resume_path=resume, run_id="b"
+        )
+    assert "ignoring checkpoint" in caplog.text and len(again["losses"]) == 2
+    assert torch.load(resume, weights_only=True)["run_id"] == "b"  # overwritten by this run
+
+
+def test_training_that_pretrains_resumes_its_pretraining_then_drops_it(tmp_path, monkeypatch):
+    mcfg = ViTConfig(**SMALL)
+    tcfg = TrainConfig(epochs=2, pretrain_epochs=2, batch_size=16, prefetch=False)
+    cache = _toy_cache()
+    _, whole, _ = train(mcfg, tcfg, cache)
+    resume = tmp_path / "resume.pt"
+    with monkeypatch.context() as m:
+        _crash_after_steps(m, 3 + 1)  # killed inside pretraining epoch 2
+        with pytest.raises(KeyboardInterrupt):
+            train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
+    assert (tmp_path / "pretrain_resume.pt").exists() and not resume.exists()
+    _, history, _ = train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
+    pd.testing.assert_frame_equal(history, whole)
+    assert not (tmp_path / "pretrain_resume.pt").exists()  # the training checkpoint took over
+
+
 @pytest.mark.parametrize(
     "model_change, train_change, named",
     [

@@ -37,6 +37,8 @@ def test_every_contracted_output_exists(demo_run: Path):
         "ablation/ablation.png",
     ):
         assert (results / name).stat().st_size > 0, name
+    for checkpoint in ("final/pretrain_resume.pt", "final/resume.pt"):  # removed once done
+        assert not (results / checkpoint).exists(), checkpoint
     metrics = json.loads((results / "final/metrics.json").read_text())
     assert METRIC_KEYS <= metrics.keys()
     assert metrics["positive_class"] == "COVID"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vitct.batches import augment
+from vitct.checkpoint import load_checkpoint, loop_state, restore_loop_state, save_atomically
 from vitct.data import normalise
 from vitct.model import ViT
 from vitct.optim import optimisation_step, warmup_cosine
@@ -79,10 +81,20 @@ class MaskedImageModel(nn.Module):
 
 
 def pretrain(
-    vit: ViT, images, cfg: TrainConfig, mean: float, std: float, gen: torch.Generator
+    vit: ViT,
+    images,
+    cfg: TrainConfig,
+    mean: float,
+    std: float,
+    gen: torch.Generator,
+    resume_path: str | Path | None = None,
+    run_id: str = "",
 ) -> list[float]:
     """Run cfg.pretrain_epochs of masked-image modelling on `images` (uint8 (N, H, W)) and
     return each epoch's mean reconstruction loss. Updates the ViT's weights in place.
+
+    With `resume_path`, a checkpoint is written there after every epoch, and one that the run
+    `run_id` wrote is resumed: the result equals an uninterrupted run's.
 
     AdamW with the training run's learning rate, weight decay and clipping, warm-up over the
     first 5% of steps and cosine decay. The scans are always augmented here (the training
@@ -104,10 +116,15 @@ def pretrain(
         100 * cfg.mask_ratio,
         grid * grid,
     )
-    started = time.perf_counter()
-    mim.train()
     losses = []
-    for epoch in range(cfg.pretrain_epochs):
+    state = load_checkpoint(resume_path, run_id, device)
+    if state is not None:
+        restore_loop_state(state, mim, optimizer, scheduler, gen)
+        losses = state["losses"]
+        log.info("resumed pretraining from %s after epoch %d", resume_path, len(losses))
+    started, start_epoch = time.perf_counter(), len(losses)
+    mim.train()
+    for epoch in range(start_epoch, cfg.pretrain_epochs):
         order = torch.randperm(len(images), generator=gen)
         total_loss = 0.0
         for i in range(0, len(order), cfg.batch_size):
@@ -127,10 +144,13 @@ def pretrain(
             total_loss += loss.item() * len(x)
         losses.append(total_loss / len(images))
         elapsed = time.perf_counter() - started
-        left = elapsed / (epoch + 1) * (cfg.pretrain_epochs - epoch - 1)
+        left = elapsed / (epoch + 1 - start_epoch) * (cfg.pretrain_epochs - epoch - 1)
         log.info(
             f"pretrain epoch {epoch + 1}/{cfg.pretrain_epochs} "
             f"reconstruction loss {losses[-1]:.4f} "
             f"[{tqdm.format_interval(elapsed)} elapsed, ~{tqdm.format_interval(left)} left]"
         )
+        if resume_path:
+            state = loop_state(mim, optimizer, scheduler, gen.get_state())
+            save_atomically({**state, "losses": losses, "run_id": run_id}, resume_path)
     return losses

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from vitct.batches import Prefetcher, close, epoch_batches
+from vitct.checkpoint import load_checkpoint, loop_state, restore_loop_state, save_atomically
 from vitct.data import normalise
 from vitct.metrics import binary_metrics
 from vitct.model import ViT
@@ -95,18 +96,32 @@ def fingerprint(model_cfg: ViTConfig, train_cfg: TrainConfig, *data_paths: str |
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def pretrain_encoder(model_cfg: ViTConfig, train_cfg: TrainConfig, cache: dict) -> dict:
+def pretraining_checkpoint(resume_path: str | Path) -> Path:
+    """Where a run's pretraining checkpoints, beside its training checkpoint `resume_path`."""
+    return Path(resume_path).with_name("pretrain_resume.pt")
+
+
+def pretrain_encoder(
+    model_cfg: ViTConfig,
+    train_cfg: TrainConfig,
+    cache: dict,
+    resume_path: str | Path | None = None,
+    run_id: str = "",
+) -> dict:
     """Masked-image pretraining as the start of train(), on its own: the weights, the random
     number generators' states after it and what it was made with (train() takes it back).
 
-    Pretrains on the unlabelled train and validation scans, never the test split.
+    Pretrains on the unlabelled train and validation scans, never the test split. With
+    `resume_path`, it checkpoints every epoch there and resumes from a checkpoint of the same
+    `run_id`; the caller removes the file once the result is safe.
     """
     seed_everything(train_cfg.seed)
     device = pick_device(train_cfg.device)
     model = ViT(model_cfg).to(device)  # the same draws as train()'s model
     gen = torch.Generator().manual_seed(train_cfg.seed)
     images = np.concatenate([cache["train_x"], cache["val_x"]])
-    losses = pretrain(model, images, train_cfg, float(cache["mean"]), float(cache["std"]), gen)
+    mean, std = float(cache["mean"]), float(cache["std"])
+    losses = pretrain(model, images, train_cfg, mean, std, gen, resume_path, run_id)
     return {
         "identity": pretraining_identity(model_cfg, train_cfg),
         "model": _cpu_state(model),
@@ -170,23 +185,20 @@ def train(
 
     history, best, start_epoch = [], {"score": -math.inf, "epoch": 0, "state": None}, 0
     stale = 0
-    if resume_path and Path(resume_path).exists():
-        state = torch.load(resume_path, map_location=device, weights_only=True)
-        if state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            history, best, start_epoch = state["history"], state["best"], state["epoch"]
-            stale = start_epoch - best["epoch"]  # epochs since the best, for early stopping
-            log.info("resumed from %s after epoch %d", resume_path, start_epoch)
-        else:
-            log.info("ignoring checkpoint %s from a different run", resume_path)
+    state = load_checkpoint(resume_path, run_id, device)
+    if state is not None:
+        restore_loop_state(state, model, optimizer, scheduler, gen)
+        history, best, start_epoch = state["history"], state["best"], state["epoch"]
+        stale = start_epoch - best["epoch"]  # epochs since the best, for early stopping
+        log.info("resumed from %s after epoch %d", resume_path, start_epoch)
 
+    # Pretraining inside this run checkpoints beside the training checkpoint, until that exists.
+    pretrain_resume = pretraining_checkpoint(resume_path) if resume_path else None
     if train_cfg.pretrain_epochs and start_epoch == 0:  # a resumed run has its weights
         if pretrained is None:
-            pretrained = pretrain_encoder(model_cfg, train_cfg, cache)
+            pretrained = pretrain_encoder(
+                model_cfg, train_cfg, cache, resume_path=pretrain_resume, run_id=run_id
+            )
         else:
             log.info("starting from the given pretraining (%d epochs)", len(pretrained["losses"]))
         _start_from_pretraining(model, gen, pretrained, pretraining_identity(model_cfg, train_cfg))
@@ -230,7 +242,7 @@ def train(
             timings_run["data_wait_s"] += waited
             timings_run["train_s"] += train_seconds
             close(batches)
-            gen_state, batches = next_epoch_batches(start_epoch)
+            gen_state, batches = next_epoch_batches(epoch + 1)
             val = evaluate_split(model, cache["val_x"], cache["val_y"], mean, std)
             row = {
                 "epoch": epoch + 1,
@@ -267,6 +279,8 @@ def train(
                     epoch + 1,
                     run_id,
                 )
+                if pretrain_resume:  # the training checkpoint now holds the pretrained weights
+                    pretrain_resume.unlink(missing_ok=True)
             if train_cfg.patience and stale >= train_cfg.patience:
                 log.info(
                     "early stop: no better val_%s for %d epochs",
@@ -322,20 +336,7 @@ def _cpu_state(model) -> dict:
 
 
 def _save_resume(path, model, optimizer, scheduler, gen_state, history, best, epoch, run_id):
-    """Write atomically, so a kill mid-write never leaves a checkpoint that cannot load."""
-    tmp = Path(f"{path}.tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator": gen_state,
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "best": best,
-            "epoch": epoch,
-            "run_id": run_id,
-        },
-        tmp,
+    state = loop_state(model, optimizer, scheduler, gen_state)
+    save_atomically(
+        {**state, "history": history, "best": best, "epoch": epoch, "run_id": run_id}, path
     )
-    os.replace(tmp, path)

@@ -47,7 +47,15 @@ def package_files(*names):
 
 
 TRAINING_CODE = package_files(
-    "model", "settings", "train", "batches", "data", "metrics", "pretrain", "optim"
+    "model",
+    "settings",
+    "train",
+    "batches",
+    "data",
+    "metrics",
+    "pretrain",
+    "optim",
+    "checkpoint",
 )
 
 GRID = config["sweep"]["grid"]
