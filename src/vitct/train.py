@@ -192,10 +192,11 @@ def train(
         stale = start_epoch - best["epoch"]  # epochs since the best, for early stopping
         log.info("resumed from %s after epoch %d", resume_path, start_epoch)
 
-    # Pretraining inside this run checkpoints beside the training checkpoint, until that exists.
-    pretrain_resume = pretraining_checkpoint(resume_path) if resume_path else None
+    pretrain_resume = None
     if train_cfg.pretrain_epochs and start_epoch == 0:  # a resumed run has its weights
         if pretrained is None:
+            # Checkpointed beside the training checkpoint, until that holds the weights.
+            pretrain_resume = pretraining_checkpoint(resume_path) if resume_path else None
             pretrained = pretrain_encoder(
                 model_cfg, train_cfg, cache, resume_path=pretrain_resume, run_id=run_id
             )
