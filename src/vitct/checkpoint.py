@@ -19,6 +19,12 @@ def save_atomically(obj, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def pretraining_checkpoint(beside: str | Path) -> Path:
+    """Where a pretraining checkpoints: beside its output, or beside the training checkpoint of
+    a run that pretrains for itself."""
+    return Path(beside).with_name("pretrain_resume.pt")
+
+
 def load_checkpoint(path: str | Path | None, run_id: str, device) -> dict | None:
     """The checkpoint at `path` when the run `run_id` wrote it; None when there is none or it
     is another run's (that one is ignored, and overwritten by this run's first checkpoint)."""

@@ -18,7 +18,13 @@ import torch
 from tqdm import tqdm
 
 from vitct.batches import Prefetcher, close, epoch_batches
-from vitct.checkpoint import load_checkpoint, loop_state, restore_loop_state, save_atomically
+from vitct.checkpoint import (
+    load_checkpoint,
+    loop_state,
+    pretraining_checkpoint,
+    restore_loop_state,
+    save_atomically,
+)
 from vitct.data import normalise
 from vitct.metrics import binary_metrics
 from vitct.model import ViT
@@ -94,11 +100,6 @@ def fingerprint(model_cfg: ViTConfig, train_cfg: TrainConfig, *data_paths: str |
     stats = [(Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in data_paths]
     payload = json.dumps([model_cfg.to_dict(), train_cfg.__dict__, stats], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def pretraining_checkpoint(resume_path: str | Path) -> Path:
-    """Where a run's pretraining checkpoints, beside its training checkpoint `resume_path`."""
-    return Path(resume_path).with_name("pretrain_resume.pt")
 
 
 def pretrain_encoder(

@@ -4,11 +4,11 @@ every run with the same pretraining settings starts from it instead of pretraini
 from pathlib import Path
 
 from vitct import step
-from vitct.checkpoint import save_atomically
+from vitct.checkpoint import pretraining_checkpoint, save_atomically
 from vitct.config import tuned_run_settings
 from vitct.data import load_splits
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import fingerprint, pretrain_encoder, pretraining_checkpoint
+from vitct.train import fingerprint, pretrain_encoder
 
 
 def main(snakemake):
