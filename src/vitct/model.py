@@ -45,7 +45,9 @@ class PatchEmbed(nn.Module):
                 channels, stride = width, stride // 2
                 width = cfg.embed_dim
             layers.append(nn.Conv2d(channels, cfg.embed_dim, 1))
-            self.proj = nn.Sequential(*layers)
+            # Channels-last weights make the stem (most of the model's compute) run ~25% faster
+            # on the CPU (benchmarks/conv_stem_layout.py); the activations follow the weights.
+            self.proj = nn.Sequential(*layers).to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
