@@ -134,11 +134,14 @@ def test_training_from_a_shared_pretraining_equals_pretraining_itself():
     train(mcfg, other, cache, pretrained=shared)
 
 
-def _crash_after_steps(monkeypatch, n_steps):
-    """Make pretraining's n_steps+1-th optimiser step die, as if the job were killed there."""
-    import vitct.pretrain as pretrain_module
+def _crash_after_steps(monkeypatch, n_steps, stage="pretrain"):
+    """Make the n_steps+1-th optimiser step of pretraining (or of the supervised training, with
+    stage="train") die, as if the job were killed there."""
+    import vitct.pretrain
+    import vitct.train
 
-    real_step, calls = pretrain_module.optimisation_step, {"n": 0}
+    module = {"pretrain": vitct.pretrain, "train": vitct.train}[stage]
+    real_step, calls = module.optimisation_step, {"n": 0}
 
     def step(*args):
         calls["n"] += 1
@@ -146,7 +149,7 @@ def _crash_after_steps(monkeypatch, n_steps):
             raise KeyboardInterrupt("killed")
         return real_step(*args)
 
-    monkeypatch.setattr(pretrain_module, "optimisation_step", step)
+    monkeypatch.setattr(module, "optimisation_step", step)
 
 
 def test_interrupted_then_resumed_pretraining_equals_an_uninterrupted_one(
@@ -198,6 +201,23 @@ def test_training_that_pretrains_resumes_its_pretraining_then_drops_it(tmp_path,
     _, history, _ = train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
     pd.testing.assert_frame_equal(history, whole)
     assert not (tmp_path / "pretrain_resume.pt").exists()  # the training checkpoint took over
+
+
+def test_a_resumed_training_drops_a_pretraining_checkpoint_left_behind(tmp_path, monkeypatch):
+    mcfg = ViTConfig(**SMALL)
+    tcfg = TrainConfig(epochs=2, pretrain_epochs=2, batch_size=16, prefetch=False)
+    cache = _toy_cache()
+    _, whole, _ = train(mcfg, tcfg, cache)
+    resume = tmp_path / "resume.pt"
+    with monkeypatch.context() as m:
+        _crash_after_steps(m, 2 + 1, stage="train")  # killed inside training epoch 2
+        with pytest.raises(KeyboardInterrupt):
+            train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
+    stale = tmp_path / "pretrain_resume.pt"
+    stale.write_bytes(b"killed before its unlink")  # as a kill right after the first save leaves
+    _, history, _ = train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
+    pd.testing.assert_frame_equal(history, whole)
+    assert not stale.exists()
 
 
 @pytest.mark.parametrize(

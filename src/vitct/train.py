@@ -193,17 +193,21 @@ def train(
         stale = start_epoch - best["epoch"]  # epochs since the best, for early stopping
         log.info("resumed from %s after epoch %d", resume_path, start_epoch)
 
+    # A run that pretrains for itself checkpoints that beside the training checkpoint, until
+    # the training checkpoint holds the weights.
     pretrain_resume = None
+    if train_cfg.pretrain_epochs and pretrained is None and resume_path:
+        pretrain_resume = pretraining_checkpoint(resume_path)
     if train_cfg.pretrain_epochs and start_epoch == 0:  # a resumed run has its weights
         if pretrained is None:
-            # Checkpointed beside the training checkpoint, until that holds the weights.
-            pretrain_resume = pretraining_checkpoint(resume_path) if resume_path else None
             pretrained = pretrain_encoder(
                 model_cfg, train_cfg, cache, resume_path=pretrain_resume, run_id=run_id
             )
         else:
             log.info("starting from the given pretraining (%d epochs)", len(pretrained["losses"]))
         _start_from_pretraining(model, gen, pretrained, pretraining_identity(model_cfg, train_cfg))
+    elif pretrain_resume:  # left behind by a kill between the first checkpoint and the unlink
+        pretrain_resume.unlink(missing_ok=True)
     log.info(
         "training %d parameters on %s: %d train / %d val images, %d epochs",
         sum(p.numel() for p in model.parameters()),
