@@ -187,36 +187,35 @@ def test_a_pretraining_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
     assert torch.load(resume, weights_only=True)["run_id"] == "b"  # overwritten by this run
 
 
-def test_training_that_pretrains_resumes_its_pretraining_then_drops_it(tmp_path, monkeypatch):
+def _killed_training_run(tmp_path, monkeypatch, n_steps, stage):
+    """A training run that pretrains for itself, killed after n_steps of `stage` with its
+    checkpoints in tmp_path: (the uninterrupted run's history, resume() -> resumed history)."""
     mcfg = ViTConfig(**SMALL)
     tcfg = TrainConfig(epochs=2, pretrain_epochs=2, batch_size=16, prefetch=False)
     cache = _toy_cache()
     _, whole, _ = train(mcfg, tcfg, cache)
     resume = tmp_path / "resume.pt"
     with monkeypatch.context() as m:
-        _crash_after_steps(m, 3 + 1)  # killed inside pretraining epoch 2
+        _crash_after_steps(m, n_steps, stage)
         with pytest.raises(KeyboardInterrupt):
             train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
-    assert (tmp_path / "pretrain_resume.pt").exists() and not resume.exists()
-    _, history, _ = train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
-    pd.testing.assert_frame_equal(history, whole)
+    return whole, lambda: train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")[1]
+
+
+def test_training_that_pretrains_resumes_its_pretraining_then_drops_it(tmp_path, monkeypatch):
+    # killed inside pretraining epoch 2 (3 steps an epoch)
+    whole, resume = _killed_training_run(tmp_path, monkeypatch, 3 + 1, "pretrain")
+    assert (tmp_path / "pretrain_resume.pt").exists() and not (tmp_path / "resume.pt").exists()
+    pd.testing.assert_frame_equal(resume(), whole)
     assert not (tmp_path / "pretrain_resume.pt").exists()  # the training checkpoint took over
 
 
 def test_a_resumed_training_drops_a_pretraining_checkpoint_left_behind(tmp_path, monkeypatch):
-    mcfg = ViTConfig(**SMALL)
-    tcfg = TrainConfig(epochs=2, pretrain_epochs=2, batch_size=16, prefetch=False)
-    cache = _toy_cache()
-    _, whole, _ = train(mcfg, tcfg, cache)
-    resume = tmp_path / "resume.pt"
-    with monkeypatch.context() as m:
-        _crash_after_steps(m, 2 + 1, stage="train")  # killed inside training epoch 2
-        with pytest.raises(KeyboardInterrupt):
-            train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
+    # killed inside training epoch 2 (2 steps an epoch)
+    whole, resume = _killed_training_run(tmp_path, monkeypatch, 2 + 1, "train")
     stale = tmp_path / "pretrain_resume.pt"
     stale.write_bytes(b"killed before its unlink")  # as a kill right after the first save leaves
-    _, history, _ = train(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
-    pd.testing.assert_frame_equal(history, whole)
+    pd.testing.assert_frame_equal(resume(), whole)
     assert not stale.exists()
 
 
