@@ -4,6 +4,7 @@ maps."""
 from __future__ import annotations
 
 import itertools
+import textwrap
 
 import matplotlib
 
@@ -75,8 +76,14 @@ def plot_ablation(table: pd.DataFrame, path) -> None:
     """Points of test accuracy and MCC each variant loses against the final model (bars), with
     paired bootstrap 95% intervals (whiskers)."""
     rows = table[table.variant != "final model"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 0.45 * max(len(rows), 2) + 1.4), sharey=True)
-    labels = [f"{v}\n({c})" for v, c in zip(rows.variant, rows.changes, strict=True)]
+    # Wrapped, so that a variant changing many settings (say, the original recipe) does not
+    # push every label off the figure.
+    labels = [
+        f"{v}\n" + textwrap.fill(f"({c})", width=44)
+        for v, c in zip(rows.variant, rows.changes, strict=True)
+    ]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.2 * lines + 0.3 * len(rows) + 1.4), sharey=True)
     for ax, metric in zip(axes, ("accuracy", "mcc"), strict=True):
         value = rows[f"{metric}_points"].to_numpy()
         err = [value - rows[f"{metric}_points_low"], rows[f"{metric}_points_high"] - value]
