@@ -37,7 +37,8 @@ def plot_history(history: pd.DataFrame, path, title: str = "") -> None:
         ax.legend(frameon=False)
         ax.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        # A final model's title lists all its overrides: wrapped, or it runs off both edges.
+        fig.suptitle(textwrap.fill(title, width=100), fontsize="medium")
     _save(fig, path)
 
 
@@ -68,7 +69,7 @@ def plot_grid(summary: pd.DataFrame, params: list[str], metric: str, path) -> No
         )
         key = key if isinstance(key, tuple) else (key,)
         ax.set_title(", ".join(f"{p}={v}" for p, v in zip(rest, key, strict=True)) or metric)
-    fig.suptitle(f"validation {metric} per combination")
+    fig.suptitle(f"validation {metric.removeprefix('val_')} per combination")
     _save(fig, path)
 
 
