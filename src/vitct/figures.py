@@ -132,7 +132,10 @@ def plot_patch_grid(image: np.ndarray, patch_size: int, path) -> None:
         ax.axvline(k * patch_size - 0.5, color="yellow", lw=0.6)
     ax.set_title(f"{n}x{n} patches of {patch_size}px")
     ax.axis("off")
-    sub = fig.add_gridspec(n, n, left=0.53, right=0.97, wspace=0.08, hspace=0.08)
+    # A square region (in inches), so the tiles are spaced alike both ways.
+    sub = fig.add_gridspec(
+        n, n, left=0.56, right=0.95, bottom=0.07, top=0.8825, wspace=0.08, hspace=0.08
+    )
     for i, j in itertools.product(range(n), range(n)):
         a = fig.add_subplot(sub[i, j])
         tile = image[i * patch_size : (i + 1) * patch_size, j * patch_size : (j + 1) * patch_size]
