@@ -124,7 +124,8 @@ def plot_roc(y_true, prob_covid, path) -> None:
 def plot_patch_grid(image: np.ndarray, patch_size: int, path) -> None:
     """The image cut into the patches the model sees as tokens."""
     n = image.shape[0] // patch_size
-    fig = plt.figure(figsize=(7.5, 3.6))
+    width, height = 7.5, 3.6
+    fig = plt.figure(figsize=(width, height))
     ax = fig.add_subplot(1, 2, 1)
     ax.imshow(image, cmap="gray")
     for k in range(1, n):
@@ -133,8 +134,10 @@ def plot_patch_grid(image: np.ndarray, patch_size: int, path) -> None:
     ax.set_title(f"{n}x{n} patches of {patch_size}px")
     ax.axis("off")
     # A square region (in inches), so the tiles are spaced alike both ways.
+    left, right, bottom = 0.56, 0.95, 0.07
+    top = bottom + (right - left) * width / height
     sub = fig.add_gridspec(
-        n, n, left=0.56, right=0.95, bottom=0.07, top=0.8825, wspace=0.08, hspace=0.08
+        n, n, left=left, right=right, bottom=bottom, top=top, wspace=0.08, hspace=0.08
     )
     for i, j in itertools.product(range(n), range(n)):
         a = fig.add_subplot(sub[i, j])
