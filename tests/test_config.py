@@ -68,6 +68,10 @@ BAD_CONFIGS = {
         tiny_config(final={"overrides": {"image_size": 40}}),
         "patch_size 16 does not divide image_size 40",
     ),
+    "conv tokenizer with a patch that is no power of two": (
+        tiny_config(final={"overrides": {"image_size": 48, "patch_size": 12, "tokenizer": "conv"}}),
+        "final.overrides.patch_size: patch_size 12 is not a power of two",
+    ),
     "pretraining that hides every patch": (
         tiny_config(training={"mask_ratio": 1.0}),
         "training.mask_ratio: 1.0 is greater than or equal to the maximum of 1",

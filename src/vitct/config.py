@@ -143,8 +143,7 @@ def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> 
     except ValueError as e:
         name = str(e).split()[0]
         raise ConfigError(
-            f"{_locate(name, changes, where, 'model')}: {e} (run {changes}); choose values "
-            "that divide the image size"
+            f"{_locate(name, changes, where, 'model')}: {e} (run {changes})"
         ) from None
 
 

@@ -25,10 +25,21 @@ class ViTConfig:
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError(
-                f"patch_size {self.patch_size} does not divide image_size {self.image_size}"
+                f"patch_size {self.patch_size} does not divide image_size {self.image_size}; "
+                "choose values that divide the image size"
+            )
+        if self.tokenizer == "conv" and self.patch_size & (self.patch_size - 1):
+            # Each stage of the conv stem halves the image, so it only reaches power-of-two grids.
+            raise ValueError(
+                f"patch_size {self.patch_size} is not a power of two, which the conv tokenizer "
+                "needs (each of its stages halves the image); choose 2, 4, 8, 16 or 32, or "
+                "tokenizer: patch"
             )
         if self.embed_dim % self.heads:
-            raise ValueError(f"heads {self.heads} does not divide embed_dim {self.embed_dim}")
+            raise ValueError(
+                f"heads {self.heads} does not divide embed_dim {self.embed_dim}; choose a number "
+                "of heads that divides it"
+            )
         if self.tokenizer not in ("patch", "conv"):
             raise ValueError(f"tokenizer must be 'patch' or 'conv', not {self.tokenizer!r}")
         if self.pooling not in ("cls", "mean", "seq"):
