@@ -72,6 +72,10 @@ BAD_CONFIGS = {
         tiny_config(final={"overrides": {"image_size": 48, "patch_size": 12, "tokenizer": "conv"}}),
         "final.overrides.patch_size: patch_size 12 is not a power of two",
     ),
+    "pretraining with a patch as large as the image": (
+        tiny_config(training={"pretrain_epochs": 1}, sweep={"grid": {"patch_size": [16, 32]}}),
+        "sweep.grid.patch_size: patch_size 32 makes one patch of the 32 px image",
+    ),
     "pretraining that hides every patch": (
         tiny_config(training={"mask_ratio": 1.0}),
         "training.mask_ratio: 1.0 is greater than or equal to the maximum of 1",

@@ -44,6 +44,13 @@ def test_patch_pixels_follow_the_tokenizers_order():
     np.testing.assert_array_equal(tiles[0, 6].view(4, 4), x[0, 0, 4:8, 8:12])
 
 
+def test_a_one_patch_grid_is_refused_rather_than_a_nan_loss():
+    # One patch cannot be both hidden and seen; the loss would divide by zero hidden patches.
+    with pytest.raises(ValueError, match="needs two patches at least"):
+        random_patch_mask(2, 1, 0.5, torch.Generator().manual_seed(0))
+    assert random_patch_mask(2, 2, 0.5, torch.Generator().manual_seed(0)).sum(1).tolist() == [2, 2]
+
+
 @pytest.mark.parametrize("tokenizer", ["patch", "conv"])
 def test_hidden_patches_reach_only_the_target(tokenizer):
     """The prediction may not depend on the pixels it must redraw, only on the seen ones."""

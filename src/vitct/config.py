@@ -139,12 +139,19 @@ def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> 
                             f"{_locate(key, changes, where, name)}: {e.message}"
                         ) from None
     try:
-        ViTConfig.from_dict(model)
+        vit = ViTConfig.from_dict(model)
     except ValueError as e:
         name = str(e).split()[0]
         raise ConfigError(
             f"{_locate(name, changes, where, 'model')}: {e} (run {changes})"
         ) from None
+    if training.get("pretrain_epochs", 0) > 0 and vit.grid_size < 2:
+        raise ConfigError(
+            f"{_locate('patch_size', changes, where, 'model')}: patch_size {vit.patch_size} "
+            f"makes one patch of the {vit.image_size} px image, and masked-image pretraining "
+            f"needs two at least, one to hide and one to show (run {changes}); choose a "
+            "smaller patch_size or pretrain_epochs: 0"
+        )
 
 
 def _preprocess_keys(schema: dict) -> dict:

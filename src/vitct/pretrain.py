@@ -40,6 +40,8 @@ class PretrainingMismatchError(ValueError):
 def random_patch_mask(batch: int, grid: int, ratio: float, gen: torch.Generator) -> torch.Tensor:
     """(batch, grid*grid) bool, exactly round(ratio * grid^2) patches True (hidden) per image."""
     n = grid * grid
+    if n < 2:
+        raise ValueError("masked-image pretraining needs two patches at least; this grid has one")
     hidden = min(max(round(ratio * n), 1), n - 1)  # at least one hidden, one seen
     return torch.rand(batch, n, generator=gen).argsort(dim=1) < hidden
 
