@@ -48,7 +48,7 @@ def test_bad_model_settings_are_refused():
         ViTConfig(image_size=32, patch_size=12)
     with pytest.raises(ValueError, match="heads 3 does not divide embed_dim 16"):
         ViTConfig(embed_dim=16, heads=3)
-    # 12 divides 48, but the conv stem halves the image per stage: it would build a 3x3 grid
+    # 12 divides 48, but the conv stem halves the image per stage: it would build a 6x6 grid
     # where the position embeddings expect 4x4, and fail only at the first batch.
     with pytest.raises(ValueError, match="patch_size 12 is not a power of two"):
         ViTConfig(image_size=48, patch_size=12, tokenizer="conv")
