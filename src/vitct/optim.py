@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 
 import torch
+from tqdm import tqdm
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,3 +43,11 @@ def optimisation_step(
         torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     scheduler.step()
+
+
+def time_left(started: float, epochs_done: int, epochs_left: int) -> str:
+    """The log's "[elapsed, ~left]" suffix, from the pace of the epochs run since `started`
+    (a resumed run times only its own epochs)."""
+    elapsed = time.perf_counter() - started
+    left = elapsed / max(epochs_done, 1) * epochs_left
+    return f"[{tqdm.format_interval(elapsed)} elapsed, ~{tqdm.format_interval(left)} left]"

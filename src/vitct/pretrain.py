@@ -21,13 +21,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from vitct.batches import augment
 from vitct.checkpoint import load_checkpoint, loop_state, restore_loop_state, save_atomically
 from vitct.data import normalise
 from vitct.model import ViT
-from vitct.optim import optimisation_step, warmup_cosine
+from vitct.optim import optimisation_step, time_left, warmup_cosine
 from vitct.settings import TrainConfig
 
 log = logging.getLogger("vitct.pretrain")
@@ -145,12 +144,10 @@ def pretrain(
             )
             total_loss += loss.item() * len(x)
         losses.append(total_loss / len(images))
-        elapsed = time.perf_counter() - started
-        left = elapsed / (epoch + 1 - start_epoch) * (cfg.pretrain_epochs - epoch - 1)
         log.info(
             f"pretrain epoch {epoch + 1}/{cfg.pretrain_epochs} "
             f"reconstruction loss {losses[-1]:.4f} "
-            f"[{tqdm.format_interval(elapsed)} elapsed, ~{tqdm.format_interval(left)} left]"
+            + time_left(started, epoch + 1 - start_epoch, cfg.pretrain_epochs - epoch - 1)
         )
         if resume_path:
             state = loop_state(mim, optimizer, scheduler, gen.get_state())

@@ -28,7 +28,7 @@ from vitct.checkpoint import (
 from vitct.data import normalise
 from vitct.metrics import binary_metrics
 from vitct.model import ViT
-from vitct.optim import optimisation_step, warmup_cosine
+from vitct.optim import optimisation_step, time_left, warmup_cosine
 from vitct.pretrain import PretrainingMismatchError, pretrain
 from vitct.settings import TrainConfig, ViTConfig, pretraining_identity
 
@@ -264,14 +264,12 @@ def train(
                 stale = 0
             else:
                 stale += 1
-            elapsed = time.perf_counter() - started
-            left = elapsed / (epoch + 1 - start_epoch) * (train_cfg.epochs - epoch - 1)
             log.info(
                 f"epoch {epoch + 1}/{train_cfg.epochs} loss {train_loss:.4f} "
                 f"acc {train_accuracy:.3f} val_loss {val['loss']:.4f} "
                 f"val_acc {val['accuracy']:.3f} val_{train_cfg.selection_metric} {score:.3f} "
                 f"data wait {waited / train_seconds:.1%} "
-                f"[{tqdm.format_interval(elapsed)} elapsed, ~{tqdm.format_interval(left)} left]"
+                + time_left(started, epoch + 1 - start_epoch, train_cfg.epochs - epoch - 1)
             )
             if resume_path:
                 _save_resume(
