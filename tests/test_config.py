@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO, snakemake, tiny_config
 
-from vitct.config import ConfigError, check, schema_problems
+from vitct.config import ConfigError, check, schema_problems, type_command_line_text
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+TINY_CONFIG_TRAINING = tiny_config()["training"]
 
 BAD_CONFIGS = {
     "unknown key": (tiny_config(training={"epoch": 3}), "training.epoch: unknown key"),
@@ -143,3 +145,60 @@ def test_final_override_is_checked_too():
     }
     with pytest.raises(ConfigError, match="final.overrides.heads"):
         check(config, SCHEMA)
+
+
+def test_command_line_text_takes_the_types_the_schema_asks_for():
+    # What Snakemake's --config makes of values nested in a mapping: text, every one.
+    config = tiny_config(
+        training={"epochs": "3", "lr": "2e-3", "augment": "false", "seed": "-1"},
+        sweep={"grid": {"heads": ["1", "2"], "dropout": ["0.1", "0.3"], "tokenizer": ["conv"]}},
+        final={"overrides": {"epochs": "4", "cutmix": "0.5", "select_best_epoch": "True"}},
+        ablation={"variants": {"plain": {"augment": "false", "label_smoothing": "0"}}},
+        dataset={"source": "local", "path": "123", "max_extract_mb": "100"},
+    )
+    type_command_line_text(config, SCHEMA)
+    assert config["training"] == {
+        **TINY_CONFIG_TRAINING,
+        "epochs": 3,
+        "lr": 0.002,
+        "augment": False,
+        "seed": -1,
+    }
+    assert config["sweep"]["grid"] == {
+        "heads": [1, 2],
+        "dropout": [0.1, 0.3],
+        "tokenizer": ["conv"],
+    }
+    assert config["final"]["overrides"] == {"epochs": 4, "cutmix": 0.5, "select_best_epoch": True}
+    assert config["ablation"]["variants"] == {"plain": {"augment": False, "label_smoothing": 0}}
+    assert config["dataset"]["path"] == "123"  # a string setting stays text
+    assert config["dataset"]["max_extract_mb"] == 100
+    assert schema_problems(config, SCHEMA) == []
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("ten", "training.epochs: 'ten' is not of type 'integer'"),
+        ("2.5", "training.epochs: '2.5' is not of type 'integer'"),
+        ("nan", "training.epochs: 'nan' is not of type 'integer'"),
+        ("0", "training.epochs: 0 is less than the minimum of 1"),
+    ],
+)
+def test_command_line_text_that_is_no_valid_value_is_still_refused(text, problem):
+    config = tiny_config(training={"epochs": text})
+    type_command_line_text(config, SCHEMA)
+    assert problem in schema_problems(config, SCHEMA)
+
+
+def test_numbers_nested_in_command_line_config_are_accepted(tmp_path: Path):
+    # Before, these stopped the run: "sweep.grid.heads: '1' is not of type 'integer'".
+    proc = snakemake(
+        tmp_path,
+        "--dry-run",
+        "--config",
+        "final={overrides: {epochs: 3, augment: false}}",
+        "sweep={grid: {patch_size: [8, 16], heads: [1, 2, 4]}}",
+        config=tiny_config(),
+    )
+    assert re.search(r"train_sweep\s+6\b", proc.stdout), proc.stdout

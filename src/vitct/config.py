@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -60,6 +61,62 @@ def shares_final_pretraining(variant: dict) -> bool:
     """Whether an ablation variant's changes leave the final model's pretraining as it is (it
     changes neither the model nor a setting of PRETRAINING_KEYS), so it can reuse it."""
     return not set(variant) & (MODEL_KEYS | set(PRETRAINING_KEYS))
+
+
+def type_command_line_text(config: dict, schema: dict) -> None:
+    """Turn text into the number or boolean the schema asks for, in place.
+
+    Snakemake's --config reads values nested in a mapping as text: `--config 'final={overrides:
+    {epochs: 30}}'` gives '30', which the schema would refuse as "not of type 'integer'". Only
+    values the schema wants as a number or boolean are touched, and only when the whole text
+    reads as one; anything else is left for the schema to refuse. Model and training settings
+    under sweep.grid, final.overrides and ablation.variants take the type of the setting.
+    """
+    _type_text(config, schema)
+    props = schema["properties"]
+    settings = {
+        **props["model"]["properties"],
+        **props["training"]["properties"],
+        **_preprocess_keys(schema),
+    }
+    grid = config.get("sweep", {}).get("grid", {})
+    for key, values in grid.items():
+        if key in settings and isinstance(values, list):
+            grid[key] = [_type_text(v, settings[key]) for v in values]
+    runs = [config.get("final", {}).get("overrides", {})]
+    runs += config.get("ablation", {}).get("variants", {}).values()
+    for run in runs:
+        if isinstance(run, dict):
+            for key in run:
+                if key in settings:
+                    run[key] = _type_text(run[key], settings[key])
+
+
+def _type_text(value, schema: dict):
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str) and "string" not in types:
+        text = value.strip()
+        if "boolean" in types and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if {"integer", "number"} & set(types) and re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        if "number" in types:
+            try:
+                number = float(text)
+            except ValueError:
+                return value
+            return number if math.isfinite(number) else value
+    elif isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key in value:
+            sub = props.get(key, extra)
+            if isinstance(sub, dict):
+                value[key] = _type_text(value[key], sub)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_type_text(v, schema["items"]) for v in value]
+    return value
 
 
 def schema_problems(config: dict, schema: dict) -> list[str]:

@@ -13,6 +13,7 @@ from vitct.config import (
     run_settings,
     schema_problems,
     shares_final_pretraining,
+    type_command_line_text,
 )
 
 min_version("8.20")
@@ -23,6 +24,7 @@ SCHEMA = "../schemas/config.schema.yaml"
 # either stops the run before any job, with a message naming the key.
 with open(workflow.source_path(SCHEMA)) as f:
     SCHEMA_DOC = yaml.safe_load(f)
+type_command_line_text(config, SCHEMA_DOC)
 problems = schema_problems(config, SCHEMA_DOC)
 if problems:
     raise ValueError("invalid config:\n  " + "\n  ".join(problems))
