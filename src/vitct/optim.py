@@ -1,4 +1,5 @@
-"""The optimisation step and learning-rate schedule shared by training and pretraining."""
+"""What training and pretraining share: the optimisation step, the learning-rate schedule and
+the time-left stamp of their epoch logs."""
 
 from __future__ import annotations
 
