@@ -202,3 +202,12 @@ def test_numbers_nested_in_command_line_config_are_accepted(tmp_path: Path):
         config=tiny_config(),
     )
     assert re.search(r"train_sweep\s+6\b", proc.stdout), proc.stdout
+
+
+def test_sections_of_the_wrong_shape_are_left_for_the_schema_to_report():
+    config = tiny_config(sweep="abc", final=["x"], ablation={"variants": "y"})
+    type_command_line_text(config, SCHEMA)  # no AttributeError on a str or list section
+    problems = "\n".join(schema_problems(config, SCHEMA))
+    assert "sweep: 'abc' is not of type 'object'" in problems
+    assert "final: ['x'] is not of type 'object'" in problems
+    assert "ablation.variants: 'y' is not of type 'object'" in problems

@@ -79,17 +79,22 @@ def type_command_line_text(config: dict, schema: dict) -> None:
         **props["training"]["properties"],
         **_preprocess_keys(schema),
     }
-    grid = config.get("sweep", {}).get("grid", {})
-    for key, values in grid.items():
-        if key in settings and isinstance(values, list):
-            grid[key] = [_type_text(v, settings[key]) for v in values]
-    runs = [config.get("final", {}).get("overrides", {})]
-    runs += config.get("ablation", {}).get("variants", {}).values()
-    for run in runs:
-        if isinstance(run, dict):
-            for key in run:
-                if key in settings:
-                    run[key] = _type_text(run[key], settings[key])
+    run = {"properties": settings}
+    _type_text(
+        _section(config, "sweep", "grid"),
+        {"properties": {key: {"items": setting} for key, setting in settings.items()}},
+    )
+    _type_text(_section(config, "final", "overrides"), run)
+    for variant in _section(config, "ablation", "variants").values():
+        _type_text(variant, run)
+
+
+def _section(config: dict, *keys: str) -> dict:
+    """config[keys[0]][keys[1]]..., or {} where a section is missing or no mapping (the schema
+    reports that)."""
+    for key in keys:
+        config = config.get(key) if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
 
 
 def _type_text(value, schema: dict):
