@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, snakemake, tiny_config
+from conftest import REPO, TINY_CONFIG, snakemake, tiny_config
 
 from vitct.config import ConfigError, check, schema_problems, type_command_line_text
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
-TINY_CONFIG_TRAINING = tiny_config()["training"]
 
 BAD_CONFIGS = {
     "unknown key": (tiny_config(training={"epoch": 3}), "training.epoch: unknown key"),
@@ -158,7 +157,7 @@ def test_command_line_text_takes_the_types_the_schema_asks_for():
     )
     type_command_line_text(config, SCHEMA)
     assert config["training"] == {
-        **TINY_CONFIG_TRAINING,
+        **TINY_CONFIG["training"],
         "epochs": 3,
         "lr": 0.002,
         "augment": False,
