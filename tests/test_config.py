@@ -116,15 +116,22 @@ def test_the_shipped_configs_are_valid():
         assert_valid(yaml.safe_load((REPO / "config" / name).read_text()), name)
 
 
-def test_the_levers_overlay_adds_variants_to_the_cpu_config():
+@pytest.mark.parametrize(
+    "base, overlay, expected",
+    [
+        ("real-cpu", "real-cpu-levers", {"images_128px", "seed_1", "pretrained_cutmix"}),
+        ("real-cpu-128px", "real-cpu-128px-levers", {"depth_10", "seed_1", "depth_6_images_160px"}),
+    ],
+)
+def test_a_levers_overlay_adds_variants_to_its_config(base, overlay, expected):
     from snakemake.utils import update_config
 
-    config = yaml.safe_load((REPO / "config/real-cpu.yaml").read_text())
-    update_config(config, yaml.safe_load((REPO / "config/real-cpu-levers.yaml").read_text()))
+    config = yaml.safe_load((REPO / f"config/{base}.yaml").read_text())
+    own = set(config["ablation"]["variants"])
+    update_config(config, yaml.safe_load((REPO / f"config/{overlay}.yaml").read_text()))
     assert_valid(config)
-    assert {"no_conv_tokenizer_seq_pool", "images_128px", "seed_1", "pretrained_cutmix"} <= set(
-        config["ablation"]["variants"]
-    )
+    # The overlay adds to the config's own variants; it never replaces them.
+    assert own | expected <= set(config["ablation"]["variants"])
 
 
 def test_check_accepts_defaults_filled_in_by_the_schema(tmp_path: Path):
