@@ -85,6 +85,19 @@ BAD_CONFIGS = {
         tiny_config(final={"overrides": {"cutmix": 2}}),
         "final.overrides.cutmix: 2 is greater than the maximum of 1",
     ),
+    "cutmix switched off for every epoch": (
+        tiny_config(final={"overrides": {"epochs": 4, "cutmix": 1.0, "cutmix_off_epochs": 4}}),
+        "final.overrides.cutmix_off_epochs: cutmix_off_epochs 4 must be at least 0 and fewer "
+        "than epochs (4); to train without CutMix at all, set cutmix: 0",
+    ),
+    "an ablation variant's fewer epochs than its unmixed ones": (
+        tiny_config(
+            final={"overrides": {"epochs": 6, "cutmix": 1.0, "cutmix_off_epochs": 3}},
+            ablation={"variants": {"short": {"epochs": 2}}},
+        ),
+        "final.overrides.cutmix_off_epochs: cutmix_off_epochs 3 must be at least 0 and fewer "
+        "than epochs (2)",
+    ),
     "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
     "local source without a path": (
         tiny_config(dataset={"source": "local"}),

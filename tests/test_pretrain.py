@@ -11,6 +11,7 @@ import torch
 
 from vitct.batches import cutmix, epoch_batches
 from vitct.config import shares_final_pretraining
+from vitct.data import normalise
 from vitct.model import ViT
 from vitct.optim import NonFiniteLossError
 from vitct.pretrain import (
@@ -295,6 +296,35 @@ def test_cutmix_off_leaves_hard_labels_and_the_same_batches():
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(plain, mixed, strict=True))
 
 
+def test_cutmix_stops_for_the_last_epochs():
+    x = torch.as_tensor(_toy_images(16))
+    y = torch.arange(16) % 2
+    cfg = TrainConfig(epochs=4, batch_size=8, cutmix=1.0, cutmix_off_epochs=2, augment=False)
+    gen = torch.Generator().manual_seed(0)
+    epochs = [
+        list(epoch_batches(x, y, cfg, 0.2, 0.2, torch.device("cpu"), gen, epoch))
+        for epoch in range(4)
+    ]
+    assert all(t.shape == (8, 2) for epoch in epochs[:2] for _, t in epoch)  # soft: mixed
+    whole = normalise(x, 0.2, 0.2)
+    for epoch in epochs[2:]:
+        for images, targets in epoch:
+            assert targets.ndim == 1  # hard labels
+            for image, label in zip(images, targets, strict=True):  # each a whole scan
+                (row,) = [i for i in range(16) if torch.equal(whole[i], image)]
+                assert label == y[row]
+
+
+def test_unmixed_last_epochs_leave_the_earlier_epochs_as_they_were():
+    cache = _toy_cache()
+    mixed = TrainConfig(epochs=4, cutmix=1.0, batch_size=16, augment=False, prefetch=False)
+    unmixed_end = TrainConfig(**{**mixed.__dict__, "cutmix_off_epochs": 2})
+    _, history, _ = train(ViTConfig(**SMALL), mixed, cache)
+    _, history_off, _ = train(ViTConfig(**SMALL), unmixed_end, cache)
+    pd.testing.assert_frame_equal(history[:2], history_off[:2])  # same draws, same weights
+    assert not history.train_loss[2:].equals(history_off.train_loss[2:])
+
+
 def test_training_with_cutmix_learns():
     y = np.arange(48) % 2
     x = _toy_images()
@@ -314,6 +344,8 @@ def test_training_with_cutmix_learns():
         ({"mask_ratio": 0.0}, "mask_ratio must be between 0 and 1"),
         ({"cutmix": 1.5}, "cutmix is a share of batches in"),
         ({"cutmix": -0.1}, "cutmix is a share of batches in"),
+        ({"epochs": 4, "cutmix_off_epochs": 4}, "cutmix_off_epochs 4 must be at least 0 and"),
+        ({"cutmix_off_epochs": -1}, "cutmix_off_epochs -1 must be at least 0 and fewer"),
     ],
 )
 def test_bad_pretraining_and_cutmix_settings_are_refused(bad, message):

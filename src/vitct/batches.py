@@ -60,8 +60,17 @@ def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return grid
 
 
-def epoch_batches(train_x, train_y, cfg: TrainConfig, mean, std, device, gen):
+def cutmix_share(cfg: TrainConfig, epoch: int) -> float:
+    """The share of CutMix batches in (0-based) `epoch`: none in the last cfg.cutmix_off_epochs.
+
+    A model that only ever sees mixed scans fits whole ones loosely; a few unmixed epochs at the
+    low end of the learning-rate decay let it fit them firmly on features CutMix shaped."""
+    return 0.0 if epoch >= cfg.epochs - cfg.cutmix_off_epochs else cfg.cutmix
+
+
+def epoch_batches(train_x, train_y, cfg: TrainConfig, mean, std, device, gen, epoch: int = 0):
     """One epoch of standardised (and augmented) training batches, in a random order."""
+    share = cutmix_share(cfg, epoch)
     order = torch.randperm(len(train_x), generator=gen)
     for i in range(0, len(order), cfg.batch_size):
         idx = order[i : i + cfg.batch_size]
@@ -69,7 +78,7 @@ def epoch_batches(train_x, train_y, cfg: TrainConfig, mean, std, device, gen):
         y = train_y[idx].to(device, non_blocking=True)
         if cfg.augment:  # on the training device: a GPU warps the batch itself
             x = augment(x, cfg, gen)
-        if cfg.cutmix and torch.rand(1, generator=gen).item() < cfg.cutmix:
+        if share and torch.rand(1, generator=gen).item() < share:
             x, y = cutmix(x, y, gen)
         yield x, y
 

@@ -200,13 +200,8 @@ def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> 
                         raise ConfigError(
                             f"{_locate(key, changes, where, name)}: {e.message}"
                         ) from None
-    try:
-        vit = ViTConfig.from_dict(model)
-    except ValueError as e:
-        name = str(e).split()[0]
-        raise ConfigError(
-            f"{_locate(name, changes, where, 'model')}: {e} (run {changes})"
-        ) from None
+    vit = _built(ViTConfig, model, changes, where, "model")
+    _built(TrainConfig, training, changes, where, "training")
     if training.get("pretrain_epochs", 0) > 0 and vit.grid_size < 2:
         raise ConfigError(
             f"{_locate('patch_size', changes, where, 'model')}: patch_size {vit.patch_size} "
@@ -214,6 +209,18 @@ def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> 
             f"needs two at least, one to hide and one to show (run {changes}); choose a "
             "smaller patch_size or pretrain_epochs: 0"
         )
+
+
+def _built(settings_class, values: dict, changes: dict, where: str, section: str):
+    """The settings object of one run, or a ConfigError naming the key to edit: the class checks
+    the rules that tie one key to another, and its messages start with the key they blame."""
+    try:
+        return settings_class.from_dict(values)
+    except ValueError as e:
+        name = str(e).split()[0]
+        raise ConfigError(
+            f"{_locate(name, changes, where, section)}: {e} (run {changes})"
+        ) from None
 
 
 def _preprocess_keys(schema: dict) -> dict:

@@ -83,12 +83,18 @@ class TrainConfig:
     translate: float = 0.05
     intensity_jitter: float = 0.1
     cutmix: float = 0.0  # share of batches with a box pasted from other images (CutMix)
+    cutmix_off_epochs: int = 0  # the last N supervised epochs train on whole scans, unmixed
     pretrain_epochs: int = 0  # masked-image pretraining epochs before the supervised ones
     mask_ratio: float = 0.5  # share of patches hidden in each pretraining image
 
     def __post_init__(self):
         if not 0.0 <= self.cutmix <= 1.0:
             raise ValueError(f"cutmix is a share of batches in [0, 1], not {self.cutmix}")
+        if self.cutmix_off_epochs and not 0 < self.cutmix_off_epochs < self.epochs:
+            raise ValueError(
+                f"cutmix_off_epochs {self.cutmix_off_epochs} must be at least 0 and fewer than "
+                f"epochs ({self.epochs}); to train without CutMix at all, set cutmix: 0"
+            )
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(
                 f"mask_ratio must be between 0 and 1 (both excluded), not {self.mask_ratio}: "

@@ -234,7 +234,7 @@ def train(
         state = gen.get_state()
         if epoch >= train_cfg.epochs:
             return state, ()
-        batches = epoch_batches(train_x, train_y, train_cfg, mean, std, device, gen)
+        batches = epoch_batches(train_x, train_y, train_cfg, mean, std, device, gen, epoch)
         return state, Prefetcher(batches) if train_cfg.prefetch else batches
 
     gen_state, batches = next_epoch_batches(start_epoch)
