@@ -95,8 +95,8 @@ BAD_CONFIGS = {
             final={"overrides": {"epochs": 6, "cutmix": 1.0, "cutmix_off_epochs": 3}},
             ablation={"variants": {"short": {"epochs": 2}}},
         ),
-        "final.overrides.cutmix_off_epochs: cutmix_off_epochs 3 must be at least 0 and fewer "
-        "than epochs (2)",
+        "ablation.variants.short.cutmix_off_epochs: cutmix_off_epochs 3 must be at least 0 and "
+        "fewer than epochs (2)",
     ),
     "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
     "local source without a path": (
