@@ -16,6 +16,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/sweep.smk"
 include: "workflow/rules/final.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/cv.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 
@@ -27,6 +28,8 @@ localrules:
     split_manifest,
     aggregate_sweep,
     ablation_table,
+    assign_folds,
+    cv_summary,
     report,
 
 

@@ -101,9 +101,18 @@ DEMO_RUN_ABLATION = {"variants": {"no_augmentation": {"augment": False}}}
 DEMO_RUN_FINAL = {"overrides": {"epochs": 2, "pretrain_epochs": 1, "cutmix": 0.5}}
 
 
+# Two folds, each trained with two seeds: the cross-validation stage runs too.
+DEMO_RUN_EVALUATION = {**TINY_CONFIG["evaluation"], "folds": 2, "seeds": [0, 1]}
+
+
 def demo_run_config(**changes) -> dict:
     """The config of the shared `demo_run`, with changes as tiny_config takes them."""
-    return tiny_config(ablation=DEMO_RUN_ABLATION, final=DEMO_RUN_FINAL, **changes)
+    shared = {
+        "ablation": DEMO_RUN_ABLATION,
+        "final": DEMO_RUN_FINAL,
+        "evaluation": DEMO_RUN_EVALUATION,
+    }
+    return tiny_config(**{**shared, **changes})
 
 
 @pytest.fixture(scope="session")

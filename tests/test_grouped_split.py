@@ -13,6 +13,7 @@ from conftest import real_data_root
 from PIL import Image
 
 from vitct.data import load_grey
+from vitct.folds import TEST_FOLD, assign_folds
 from vitct.manifest import build_manifest
 from vitct.neighbours import THUMBNAIL_SIZE, near_duplicate_groups
 from vitct.split import assign_splits
@@ -94,3 +95,20 @@ def test_grouped_split_keeps_stratification_roughly():
     split = assign_splits(manifest, FRACTIONS, 0, group_column="group")
     counts = pd.crosstab(split, manifest.label)
     assert (abs(counts.loc["train"] - 180) <= 3).all()
+
+
+@pytest.mark.real_data
+def test_folds_keep_copies_together_and_never_touch_the_test_split(data_with_copies: Path):
+    root = data_with_copies
+    manifest, _ = build_manifest(root, progress=False)
+    thumbs = np.stack([load_grey(root / p, THUMBNAIL_SIZE) for p in manifest.path])
+    manifest["near_duplicate_group"] = near_duplicate_groups(thumbs, threshold=0.95)
+    manifest["split"] = assign_splits(manifest, FRACTIONS, 0, "near_duplicate_group")
+    fold = dict(zip(manifest.path, assign_folds(manifest, 3, seed=0), strict=True))
+    copies = [("COVID/Covid (128).png", "COVID/Covid (129).png")]
+    original = f"non-COVID/{sorted((root / 'non-COVID').glob('Non-Covid*.png'))[0].name}"
+    copies += [(original, "non-COVID/shifted 0.png"), (original, "non-COVID/reencoded 0.png")]
+    for a, b in copies:
+        assert fold[a] == fold[b], (a, b)
+    for path, split in zip(manifest.path, manifest.split, strict=True):
+        assert (fold[path] == TEST_FOLD) == (split == "test"), path

@@ -22,6 +22,10 @@ IDENTICAL = (
     "results/sweep/best_params.json",
     "results/data/split.tsv",
     "results/baseline/baselines.json",
+    "results/cv/folds.tsv",
+    "results/cv/runs.tsv",
+    "results/cv/headline.json",
+    "results/cv/baselines.json",
 )
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, jobs_to_run, snakemake, tiny_config, write_config
+from conftest import (
+    REPO,
+    demo_run_config,
+    jobs_to_run,
+    snakemake,
+    tiny_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,6 +42,13 @@ def test_every_contracted_output_exists(demo_run: Path):
         "final/attention/heads_1.png",
         "ablation/ablation.tsv",
         "ablation/ablation.png",
+        "cv/folds.tsv",
+        "cv/runs.tsv",
+        "cv/folds_summary.tsv",
+        "cv/headline.json",
+        "cv/runs.png",
+        "cv/baselines.json",
+        "cv/fold1_seed1/predictions.tsv",
     ):
         assert (results / name).stat().st_size > 0, name
     for checkpoint in ("final/pretrain_resume.pt", "final/resume.pt"):  # removed once done
@@ -75,6 +89,8 @@ def test_report_says_it_is_demo_data_and_embeds_its_figures(demo_run: Path):
         "Ablation: what each ingredient buys",
         "grey-histogram accuracy",
         "ViT minus grey histogram",
+        "Cross-validation: the protocol's headline",
+        "locked test: ensemble of the fold models",
     ):
         assert section in html
 
@@ -128,6 +144,55 @@ def test_each_sweep_job_declares_and_honours_its_threads(demo_run: Path):
 
 def test_a_finished_run_has_nothing_left_to_do(demo_run: Path):
     assert jobs_to_run(demo_run) == {}
+
+
+def test_cross_validation_runs_every_fold_and_seed_and_scores_the_baselines_on_them(
+    demo_run: Path,
+):
+    results = demo_run / "results/cv"
+    folds = pd.read_csv(results / "folds.tsv", sep="\t", keep_default_na=False)
+    assert set(folds.fold[folds.split == "test"]) == {-1}
+    assert set(folds.fold[folds.split != "test"]) == {0, 1}
+    pool = folds[folds.split != "test"]  # under the random split a group may reach the test
+    assert (pool.groupby("near_duplicate_group").fold.nunique() == 1).all()
+    runs = pd.read_csv(results / "runs.tsv", sep="\t")
+    assert sorted(zip(runs.fold, runs.seed, strict=True)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for run in runs.itertuples():  # each run held out exactly its own fold
+        held = pd.read_csv(results / f"fold{run.fold}_seed{run.seed}/predictions.tsv", sep="\t")
+        held = held[held.part == "held_out"]
+        assert set(held.path) == set(folds.path[folds.fold == run.fold])
+    headline = json.loads((results / "headline.json").read_text())
+    assert headline["cv"]["accuracy"] == pytest.approx(runs.held_out_accuracy.mean())
+    low, high = headline["cv_ci95"]["accuracy"]
+    assert low <= headline["cv"]["accuracy"] <= high
+    assert headline["seeds"] == [0, 1] and headline["folds"] == 2
+    assert {"nearest_neighbour", "grey_histogram"} <= headline["baselines"].keys()
+    intervals = json.loads((demo_run / "results/final/metrics.json").read_text())
+    assert intervals["ci95_resamples"] == "near-duplicate groups (cluster bootstrap)"
+
+
+def test_adding_a_seed_trains_only_the_new_runs_and_new_folds_only_cross_validation(
+    demo_run: Path,
+):
+    config = demo_run_config()
+    try:
+        write_config(
+            demo_run, {**config, "evaluation": {**config["evaluation"], "seeds": [0, 1, 2]}}
+        )
+        new_runs = {"train_cv": 2, "evaluate_cv": 2, "cv_summary": 1, "report": 1, "all": 1}
+        assert jobs_to_run(demo_run) == new_runs
+        write_config(demo_run, {**config, "evaluation": {**config["evaluation"], "folds": 3}})
+        assert jobs_to_run(demo_run) == {
+            "assign_folds": 1,
+            "cv_baselines": 1,
+            "train_cv": 6,
+            "evaluate_cv": 6,
+            "cv_summary": 1,
+            "report": 1,
+            "all": 1,
+        }
+    finally:
+        write_config(demo_run, config)
 
 
 @pytest.fixture(scope="module")

@@ -43,9 +43,9 @@ def ablation_table(
 ) -> pd.DataFrame:
     """One row for the final model, one per variant (name -> results folder).
 
-    *_points are 100 x (final - variant) with a paired bootstrap 95% interval over the test
-    images: what the ingredient the variant removes or changes is worth; positive means the
-    final model's choice is better.
+    *_points are 100 x (final - variant) with a paired cluster-bootstrap 95% interval over the
+    test images' near-duplicate groups: what the ingredient the variant removes or changes is
+    worth; positive means the final model's choice is better.
     """
     final = _run(final_dir)
     rows = [_row("final model", "", final, None)]
@@ -59,6 +59,7 @@ def ablation_table(
             final["predictions"].prob_covid,
             run["predictions"].prob_covid,
             n_resamples,
+            groups=final["predictions"].near_duplicate_group,
         )
         rows.append(_row(name, changes, run, diff))
     return pd.DataFrame(rows, columns=COLUMNS)

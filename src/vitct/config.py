@@ -153,6 +153,11 @@ def check(config: dict, schema: dict | None = None) -> None:
         raise ConfigError(
             f"split.fractions must sum to 1, not {sum(fractions.values()):g} ({fractions})"
         )
+    if config["evaluation"]["folds"] == 1:
+        raise ConfigError(
+            "evaluation.folds: one fold leaves no other fold to train on; set 0 (no "
+            "cross-validation) or 2 or more (5 is usual)"
+        )
     if config["dataset"]["source"] == "local" and not config["dataset"]["path"]:
         raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
     known = MODEL_KEYS | TRAINING_KEYS

@@ -77,19 +77,23 @@ def rows_of(stored_paths, wanted_paths, source: str | Path) -> np.ndarray:
     return np.array([row_of[p] for p in wanted_paths], dtype=np.int64)
 
 
-def load_splits(cache: str | Path | dict, split_path: str | Path) -> dict:
+def load_splits(cache: str | Path | dict, split_path: str | Path, fold: int | None = None) -> dict:
     """The cached images (a cache file, or one already loaded) cut into train/val/test by the
     split table: `{split}_x`, `{split}_y`, `{split}_paths`, plus the training set's pixel mean
-    and std for standardisation."""
+    and std for standardisation. With `fold`, the table is the fold table (folds.tsv) and the
+    cut is that cross-validation run's: the fold validates, the other folds train."""
     import pandas as pd
+
+    from vitct.folds import fold_splits
 
     source = "the image cache"
     if not isinstance(cache, dict):
         source, cache = cache, load_cache(cache)
     table = pd.read_csv(split_path, sep="\t", keep_default_na=False)
+    assignment = table.split if fold is None else fold_splits(table, fold)
     out = {}
     for split in ("train", "val", "test"):
-        rows = rows_of(cache["paths"], table.path[table.split == split].tolist(), source)
+        rows = rows_of(cache["paths"], table.path[assignment == split].tolist(), source)
         out[f"{split}_x"] = cache["x"][rows]
         out[f"{split}_y"] = cache["y"][rows]
         out[f"{split}_paths"] = cache["paths"][rows]

@@ -197,3 +197,25 @@ def plot_overlay(image: np.ndarray, heat: np.ndarray, title: str, path) -> None:
     _overlay(axes[1], image, heat, "attention rollout")
     fig.suptitle(title, fontsize=8)
     _save(fig, path)
+
+
+def plot_cv_runs(runs: pd.DataFrame, headline: dict, path, final_test: float | None) -> None:
+    """Held-out accuracy and MCC of every (fold, seed) run as dots, the cross-validation mean
+    with its cluster-bootstrap interval as a band, and the locked test as a dashed line."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric in zip(axes, ("accuracy", "mcc"), strict=True):
+        sns.stripplot(
+            data=runs, x="fold", y=f"held_out_{metric}", hue="seed", ax=ax, size=7, jitter=0.15
+        )
+        low, high = headline["cv_ci95"][metric]
+        ax.axhspan(low, high, color="tab:blue", alpha=0.12, label="CV mean, 95% CI")
+        ax.axhline(headline["cv"][metric], color="tab:blue", linewidth=1.2)
+        test = headline["ensemble_test"][metric]
+        ax.axhline(test, color="black", linestyle="--", linewidth=1, label="locked test, ensemble")
+        if metric == "accuracy" and final_test is not None:
+            ax.axhline(final_test, color="tab:red", linestyle=":", label="locked test, final model")
+        ax.set(xlabel="held-out fold", ylabel=f"{metric}", title=f"held-out {metric} per run")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].get_legend().remove()
+    axes[1].legend(fontsize=7, loc="lower right", title="seed", title_fontsize=7)
+    _save(fig, path)

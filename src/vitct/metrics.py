@@ -44,22 +44,58 @@ def binary_metrics(y_true, prob_covid, threshold: float = 0.5) -> dict:
     }
 
 
+def group_resampling_weights(groups, n_resamples: int, seed: int = 0):
+    """Weights for a cluster bootstrap: per resample, how many times each image is drawn when
+    whole groups are drawn with replacement (as many draws as there are groups).
+
+    Neighbouring slices of one patient are nearly the same image, so resampling them one by one
+    would count one patient as many independent cases and give too narrow an interval. `groups`
+    is one group id per image (near-duplicate groups); give each image its own id for the plain
+    bootstrap.
+    """
+    codes = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+    if not len(codes):
+        return
+    n_groups = int(codes.max()) + 1
+    rng = np.random.default_rng(seed)
+    for _ in range(n_resamples):
+        draws = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        yield draws[codes].astype(float)
+
+
+def weighted_scores(y_true, y_pred, prob, weight) -> dict:
+    """Accuracy, MCC and ROC-AUC (NaN with one class only) with images counted `weight` times."""
+    keep = weight > 0
+    t, p, s, w = y_true[keep], y_pred[keep], prob[keep], weight[keep]
+    scores = {
+        "accuracy": float(np.average(t == p, weights=w)),
+        "mcc": float(skm.matthews_corrcoef(t, p, sample_weight=w)),
+        "roc_auc": float("nan"),
+    }
+    if len(np.unique(t)) == 2:
+        scores["roc_auc"] = float(skm.roc_auc_score(t, s, sample_weight=w))
+    return scores
+
+
 def bootstrap_intervals(
-    y_true, prob_covid, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+    y_true,
+    prob_covid,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups=None,
 ) -> dict:
-    """Percentile bootstrap intervals over test images for accuracy, MCC and ROC-AUC."""
+    """Percentile cluster-bootstrap intervals for accuracy, MCC and ROC-AUC: test images are
+    resampled by near-duplicate group (`groups`, one id per image; None: image by image)."""
     y_true = np.asarray(y_true)
     prob = np.asarray(prob_covid, dtype=float)
     y_pred = (prob >= 0.5).astype(int)
-    rng = np.random.default_rng(seed)
+    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
     samples = {m: [] for m in BOOTSTRAP_METRICS}
-    for _ in range(n_resamples):
-        idx = rng.integers(0, len(y_true), len(y_true))
-        t, p, s = y_true[idx], y_pred[idx], prob[idx]
-        samples["accuracy"].append(skm.accuracy_score(t, p))
-        samples["mcc"].append(skm.matthews_corrcoef(t, p))
-        if len(np.unique(t)) == 2:
-            samples["roc_auc"].append(skm.roc_auc_score(t, s))
+    for weight in group_resampling_weights(groups, n_resamples, seed):
+        for m, value in weighted_scores(y_true, y_pred, prob, weight).items():
+            if not np.isnan(value):
+                samples[m].append(value)
     return {m: percentile_interval(v, level) for m, v in samples.items() if v}
 
 
@@ -72,25 +108,32 @@ def percentile_interval(samples, level: float = 0.95) -> list[float]:
 
 
 def paired_differences(
-    y_true, prob_a, prob_b, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+    y_true,
+    prob_a,
+    prob_b,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups=None,
 ) -> dict:
     """Metric of model a minus metric of model b on the same test images, with a paired
-    percentile bootstrap interval (both models are scored on each resample of the images).
+    percentile cluster-bootstrap interval (both models are scored on each resample of the
+    near-duplicate groups, `groups`; None resamples image by image).
 
     Returns {metric: [difference, low, high]} for accuracy and MCC.
     """
     y_true = np.asarray(y_true)
-    pred_a = (np.asarray(prob_a, dtype=float) >= 0.5).astype(int)
-    pred_b = (np.asarray(prob_b, dtype=float) >= 0.5).astype(int)
-    scores = {"accuracy": skm.accuracy_score, "mcc": skm.matthews_corrcoef}
-    rng = np.random.default_rng(seed)
-    samples = {m: [] for m in scores}
-    for _ in range(n_resamples):
-        idx = rng.integers(0, len(y_true), len(y_true))
-        for m, score in scores.items():
-            samples[m].append(score(y_true[idx], pred_a[idx]) - score(y_true[idx], pred_b[idx]))
-    return {
-        m: [float(score(y_true, pred_a) - score(y_true, pred_b))]
-        + percentile_interval(samples[m], level)
-        for m, score in scores.items()
-    }
+    prob_a, prob_b = np.asarray(prob_a, dtype=float), np.asarray(prob_b, dtype=float)
+    pred_a, pred_b = (prob_a >= 0.5).astype(int), (prob_b >= 0.5).astype(int)
+    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
+    metrics = ("accuracy", "mcc")
+    samples = {m: [] for m in metrics}
+    for weight in group_resampling_weights(groups, n_resamples, seed):
+        a = weighted_scores(y_true, pred_a, prob_a, weight)
+        b = weighted_scores(y_true, pred_b, prob_b, weight)
+        for m in metrics:
+            samples[m].append(a[m] - b[m])
+    whole = np.ones(len(y_true))
+    a = weighted_scores(y_true, pred_a, prob_a, whole)
+    b = weighted_scores(y_true, pred_b, prob_b, whole)
+    return {m: [a[m] - b[m]] + percentile_interval(samples[m], level) for m in metrics}

@@ -165,6 +165,7 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         ablation = _table(
             pd.read_csv(inputs["ablation_table"], sep="\t", keep_default_na=False), index=False
         )
+    cv = json.loads(Path(inputs["cv_headline"]).read_text()) if "cv_headline" in inputs else None
     env = Environment(loader=PackageLoader("vitct"), autoescape=select_autoescape())
     template = env.get_template("report.html")
     return template.render(
@@ -185,6 +186,10 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         epochs_run=train_metrics["epochs_run"],
         headline=_table(headline, index=False),
         ablation=ablation,
+        cv=cv,
+        cv_rows=_cv_rows(cv) if cv else [],
+        cv_folds=_table(pd.read_csv(inputs["cv_folds"], sep="\t"), index=False) if cv else "",
+        cv_figure=embed_png(inputs["cv_figure"]) if cv else "",
         ablation_figure=embed_png(inputs["ablation_figure"]) if ablation else "",
         metrics=metrics,
         figures={
@@ -207,3 +212,28 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         benchmarks=_table(bench, index=False) if len(bench) else "",
         total_seconds=float(bench["seconds"].sum()) if len(bench) else 0.0,
     )
+
+
+def _cv_rows(cv: dict) -> list[dict]:
+    """The cross-validation headline beside the locked test: value [95% interval] per metric."""
+
+    def cells(values: dict, intervals: dict) -> dict:
+        out = {}
+        for m in ("accuracy", "mcc", "roc_auc"):
+            low, high = intervals.get(m, [float("nan")] * 2)
+            out[m] = f"{values.get(m, float('nan')):.3f} [{low:.3f}, {high:.3f}]"
+        return out
+
+    baselines = {
+        name: {m: f"{v:.3f}" for m, v in scores.items()} for name, scores in cv["baselines"].items()
+    }
+    return [
+        {"name": "cross-validation mean (held-out folds)", **cells(cv["cv"], cv["cv_ci95"])},
+        {"name": "locked test: final model", **cells(cv["final_test"], cv["final_test_ci95"])},
+        {
+            "name": "locked test: ensemble of the fold models",
+            **cells(cv["ensemble_test"], cv["ensemble_test_ci95"]),
+        },
+        {"name": "1-NN on pixels, same folds", **baselines["nearest_neighbour"]},
+        {"name": "grey-level histogram, same folds", **baselines["grey_histogram"]},
+    ]

@@ -171,6 +171,32 @@ def ablation_outputs(wildcards):
     }
 
 
+# Cross-validation: one run per (fold, seed); none when evaluation.folds is 0.
+CV_RUN = f"{RESULTS}/cv/fold{{fold}}_seed{{seed}}"
+CV_RUNS = {
+    "fold": [f for f in range(config["evaluation"]["folds"]) for _ in config["evaluation"]["seeds"]],
+    "seed": [s for _ in range(config["evaluation"]["folds"]) for s in config["evaluation"]["seeds"]],
+}
+
+
+def cv_overrides(wildcards):
+    """The final model's overrides with the run's training seed."""
+    return {**config["final"]["overrides"], "seed": int(wildcards.seed)}
+
+
+def cv_outputs(wildcards):
+    """The cross-validation headline, tables and figure for the report, none without folds."""
+    if not config["evaluation"]["folds"]:
+        return {}
+    return {
+        "cv_headline": f"{RESULTS}/cv/headline.json",
+        "cv_folds": f"{RESULTS}/cv/folds_summary.tsv",
+        "cv_figure": f"{RESULTS}/cv/runs.png",
+    }
+
+
 wildcard_constraints:
     variant="[A-Za-z0-9_-]+",
     size="[0-9]+",
+    fold="[0-9]+",
+    seed="[0-9]+",

@@ -29,8 +29,12 @@ def main(snakemake):
     similarity = test_neighbours(images, table, "split")[3]
     scored = score_test_subsets(y, prob, similarity, snakemake.params.threshold)
     metrics = {"positive_class": "COVID", **scored.pop("all_test"), **scored}
+    # Intervals resample whole near-duplicate groups: one patient's slices are not independent.
+    group_of = dict(zip(table.path, table.near_duplicate_group, strict=True))
+    groups = np.array([group_of[p] for p in cache["test_paths"]])
     if snakemake.params.bootstrap:
-        metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap)
+        metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap, groups=groups)
+        metrics["ci95_resamples"] = "near-duplicate groups (cluster bootstrap)"
     metrics["data"] = meta["data"]
     Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     pred = (prob >= 0.5).astype(int)
@@ -42,6 +46,7 @@ def main(snakemake):
             "prob_covid": np.round(prob, 6),
             "correct": pred == y,
             "nearest_train_similarity": np.round(similarity, 4),
+            "near_duplicate_group": groups,
         }
     ).to_csv(snakemake.output.predictions, index=False)
     plot_confusion(y, pred, snakemake.output.confusion)

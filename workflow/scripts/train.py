@@ -26,7 +26,8 @@ def main(snakemake):
         model_settings, train_settings = snakemake.params.settings
     model_cfg = ViTConfig.from_dict(model_settings)
     train_cfg = TrainConfig.from_dict(train_settings)
-    cache = load_splits(snakemake.input.cache, snakemake.input.split)
+    # A cross-validation run holds out its fold of the fold table; others use the split.
+    cache = load_splits(snakemake.input.cache, snakemake.input.split, snakemake.params.get("fold"))
     pretrained, inputs = None, [snakemake.input.cache, snakemake.input.split]
     if snakemake.input.get("pretrained"):  # the shared pretraining of the pretrain_* rule
         pretrained = torch.load(snakemake.input.pretrained, weights_only=True)

@@ -1,0 +1,120 @@
+# Grouped, stratified k-fold cross-validation of the final model's recipe: one training job per
+# (fold, seed), so `--cores N` and a cluster profile run them side by side. The locked test
+# split stays out of every fold; each run is scored on its held-out fold and on that test.
+
+
+rule assign_folds:
+    input:
+        split=rules.split_manifest.output.split,
+        code=package_files("folds"),
+    output:
+        folds=f"{RESULTS}/cv/folds.tsv",
+    log:
+        f"{LOGS}/assign_folds.log",
+    benchmark:
+        f"{BENCH}/assign_folds.tsv"
+    conda:
+        ENV
+    params:
+        folds=config["evaluation"]["folds"],
+        seed=config["split"]["seed"],
+    script:
+        "../scripts/assign_folds.py"
+
+
+use rule train_final as train_cv with:
+    input:
+        cache=FINAL_IMAGES,
+        split=rules.assign_folds.output.folds,
+        best=rules.aggregate_sweep.output.best,
+        code=TRAINING_CODE + package_files("artifact", "folds"),
+    output:
+        model=f"{CV_RUN}/model.safetensors",
+        metrics=f"{CV_RUN}/train_metrics.json",
+        history=f"{CV_RUN}/history.tsv",
+        curves=f"{CV_RUN}/curves.png",
+    log:
+        f"{LOGS}/cv/train_fold{{fold}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/cv/train_fold{{fold}}_seed{{seed}}.tsv"
+    params:
+        base={key: config[key] for key in ("model", "training", "preprocess")},
+        overrides=cv_overrides,
+        fold=lambda wildcards: int(wildcards.fold),
+
+
+rule evaluate_cv:
+    input:
+        model=rules.train_cv.output.model,
+        train_metrics=rules.train_cv.output.metrics,
+        cache=FINAL_IMAGES,
+        folds=rules.assign_folds.output.folds,
+        code=package_files("metrics", "crossval", "artifact", "folds"),
+    output:
+        metrics=f"{CV_RUN}/metrics.json",
+        predictions=f"{CV_RUN}/predictions.tsv",
+    log:
+        f"{LOGS}/cv/evaluate_fold{{fold}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/cv/evaluate_fold{{fold}}_seed{{seed}}.tsv"
+    conda:
+        ENV
+    threads: config["final"]["threads"]
+    params:
+        fold=lambda wildcards: int(wildcards.fold),
+        seed=lambda wildcards: int(wildcards.seed),
+    script:
+        "../scripts/evaluate_cv.py"
+
+
+rule cv_baselines:
+    input:
+        cache=SWEEP_IMAGES,
+        folds=rules.assign_folds.output.folds,
+        grey_histograms=rules.grey_histograms.output.histograms,
+        code=package_files("neighbours", "intensity", "metrics", "folds"),
+    output:
+        baselines=f"{RESULTS}/cv/baselines.json",
+    log:
+        f"{LOGS}/cv_baselines.log",
+    benchmark:
+        f"{BENCH}/cv_baselines.tsv"
+    conda:
+        ENV
+    params:
+        threshold=config["split"]["near_duplicate_threshold"],
+        seed=config["split"]["seed"],
+    script:
+        "../scripts/cv_baselines.py"
+
+
+rule cv_summary:
+    input:
+        metrics=expand(f"{CV_RUN}/metrics.json", zip, **CV_RUNS),
+        predictions=expand(f"{CV_RUN}/predictions.tsv", zip, **CV_RUNS),
+        baselines=rules.cv_baselines.output.baselines,
+        final_metrics=rules.evaluate.output.metrics,
+        code=package_files("crossval", "metrics", "figures"),
+    output:
+        runs=f"{RESULTS}/cv/runs.tsv",
+        folds=report(
+            f"{RESULTS}/cv/folds_summary.tsv",
+            caption="../report/cv.rst",
+            category="Cross-validation",
+        ),
+        headline=f"{RESULTS}/cv/headline.json",
+        figure=report(
+            f"{RESULTS}/cv/runs.png",
+            caption="../report/cv.rst",
+            category="Cross-validation",
+        ),
+    log:
+        f"{LOGS}/cv_summary.log",
+    benchmark:
+        f"{BENCH}/cv_summary.tsv"
+    conda:
+        ENV
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+    script:
+        "../scripts/cv_summary.py"

@@ -1,0 +1,48 @@
+"""Score one cross-validation run: its held-out fold and the locked test split."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vitct import step
+from vitct.artifact import load_artifact
+from vitct.crossval import HELD_OUT, TEST
+from vitct.data import load_splits
+from vitct.metrics import binary_metrics
+from vitct.train import predict_proba
+
+
+def main(snakemake):
+    fold, seed = snakemake.params.fold, snakemake.params.seed
+    model, meta = load_artifact(snakemake.input.model)
+    cache = load_splits(snakemake.input.cache, snakemake.input.folds, fold=fold)
+    table = pd.read_csv(snakemake.input.folds, sep="\t", keep_default_na=False)
+    group_of = dict(zip(table.path, table.near_duplicate_group, strict=True))
+    pre = meta["preprocessing"]
+    train = json.loads(Path(snakemake.input.train_metrics).read_text())
+    metrics = {"fold": fold, "seed": seed, "best_epoch": train["best_epoch"]}
+    parts = []
+    for part, split in ((HELD_OUT, "val"), (TEST, "test")):
+        prob = predict_proba(model, cache[f"{split}_x"], pre["mean"], pre["std"])
+        y = cache[f"{split}_y"]
+        metrics[part] = binary_metrics(y, prob)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "fold": fold,
+                    "seed": seed,
+                    "part": part,
+                    "path": cache[f"{split}_paths"],
+                    "label": y,
+                    "prob_covid": np.round(prob, 6),
+                    "near_duplicate_group": [group_of[p] for p in cache[f"{split}_paths"]],
+                }
+            )
+        )
+    pd.concat(parts).to_csv(snakemake.output.predictions, sep="\t", index=False)
+    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+step.run(snakemake, main)  # noqa: F821
