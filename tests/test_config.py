@@ -70,7 +70,10 @@ BAD_CONFIGS = {
         "patch_size 16 does not divide image_size 40",
     ),
     "conv tokenizer with a patch that is no power of two": (
-        tiny_config(final={"overrides": {"image_size": 48, "patch_size": 12, "tokenizer": "conv"}}),
+        tiny_config(
+            sweep={"grid": {"heads": [1, 2]}},
+            final={"overrides": {"image_size": 48, "patch_size": 12, "tokenizer": "conv"}},
+        ),
         "final.overrides.patch_size: patch_size 12 is not a power of two",
     ),
     "pretraining with a patch as large as the image": (
@@ -159,10 +162,22 @@ def test_final_override_is_checked_too():
         "training": {},
         "split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
         "dataset": {"source": "demo", "path": ""},
-        "sweep": {"grid": {"heads": [1]}},
+        "sweep": {"grid": {"dropout": [0.1]}},
         "final": {"overrides": {"heads": 3}},
     }
     with pytest.raises(ConfigError, match="final.overrides.heads"):
+        check(config, SCHEMA)
+
+
+def test_an_override_of_a_swept_key_is_refused_naming_it():
+    config = tiny_config(final={"overrides": {"epochs": 2, "patch_size": 16}})
+    with pytest.raises(ConfigError, match=r"final.overrides.patch_size: patch_size is swept"):
+        check(config, SCHEMA)
+
+
+def test_one_fold_is_refused():
+    config = tiny_config(evaluation={"folds": 1})
+    with pytest.raises(ConfigError, match="evaluation.folds: one fold"):
         check(config, SCHEMA)
 
 

@@ -153,7 +153,7 @@ def check(config: dict, schema: dict | None = None) -> None:
         raise ConfigError(
             f"split.fractions must sum to 1, not {sum(fractions.values()):g} ({fractions})"
         )
-    if config["evaluation"]["folds"] == 1:
+    if config.get("evaluation", {}).get("folds", 0) == 1:
         raise ConfigError(
             "evaluation.folds: one fold leaves no other fold to train on; set 0 (no "
             "cross-validation) or 2 or more (5 is usual)"
@@ -182,6 +182,15 @@ def check(config: dict, schema: dict | None = None) -> None:
             "for the sweep and final.overrides.image_size for a larger final model"
         )
     overrides = config["final"]["overrides"]
+    for key in grid:
+        if key in overrides:
+            # The sweep must choose for the model that is trained: a swept value replaced
+            # afterwards was never selected.
+            raise ConfigError(
+                f"final.overrides.{key}: {key} is swept (sweep.grid.{key}), so the final model "
+                f"takes the value the sweep picks; remove {key} from final.overrides, or from "
+                "sweep.grid and set it in its section"
+            )
     for combo in itertools.product(*grid.values()):
         swept = dict(zip(grid, combo, strict=True))
         _check_run(config, swept, "sweep.grid", schema)
