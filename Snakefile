@@ -18,6 +18,7 @@ include: "workflow/rules/final.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/startup.smk"
 
 
 # Light steps run in the Snakemake process itself, not as cluster jobs (profiles/slurm).
