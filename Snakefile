@@ -19,6 +19,7 @@ include: "workflow/rules/ablation.smk"
 include: "workflow/rules/cv.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/startup.smk"
 
 
 # Light steps run in the Snakemake process itself, not as cluster jobs (profiles/slurm).

@@ -10,6 +10,7 @@ import yaml
 from conftest import REPO, TINY_CONFIG, snakemake, tiny_config
 
 from vitct.config import ConfigError, check, schema_problems, type_command_line_text
+from vitct.overlays import remove_nulled_keys
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -127,27 +128,63 @@ def assert_valid(config: dict, name: str = "") -> None:
     check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
 
 
-def test_the_shipped_configs_are_valid():
-    for name in ("config.yaml", "demo.yaml", "real-cpu.yaml", "real-cpu-128px.yaml"):
-        assert_valid(yaml.safe_load((REPO / "config" / name).read_text()), name)
+# Each shipped command's --configfile list (config/README.md), merged in order as Snakemake does.
+SHIPPED_COMMANDS = [
+    ["config.yaml"],
+    ["demo.yaml"],
+    ["real-cpu.yaml"],
+    ["real-cpu.yaml", "real-cpu-128px.yaml"],
+    ["real-cpu.yaml", "real-cpu-levers.yaml"],
+    ["real-cpu.yaml", "real-cpu-128px.yaml", "real-cpu-128px-levers.yaml"],
+]
+
+
+def merged_config(*names: str) -> dict:
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for name in names:
+        update_config(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    remove_nulled_keys(config)  # as common.smk does before any check
+    return config
+
+
+@pytest.mark.parametrize("names", SHIPPED_COMMANDS, ids=["+".join(n) for n in SHIPPED_COMMANDS])
+def test_the_shipped_configs_are_valid(names):
+    assert_valid(merged_config(*names), "+".join(names))
 
 
 @pytest.mark.parametrize(
     "base, overlay, expected",
     [
-        ("real-cpu", "real-cpu-levers", {"images_128px", "seed_1", "pretrained_cutmix"}),
-        ("real-cpu-128px", "real-cpu-128px-levers", {"depth_10", "seed_1", "depth_6_images_160px"}),
+        (
+            ["real-cpu.yaml"],
+            "real-cpu-levers.yaml",
+            {"images_128px", "seed_1", "pretrained_cutmix"},
+        ),
+        (
+            ["real-cpu.yaml", "real-cpu-128px.yaml"],
+            "real-cpu-128px-levers.yaml",
+            {"depth_10", "seed_1", "depth_6_images_160px"},
+        ),
     ],
 )
 def test_a_levers_overlay_adds_variants_to_its_config(base, overlay, expected):
-    from snakemake.utils import update_config
-
-    config = yaml.safe_load((REPO / f"config/{base}.yaml").read_text())
-    own = set(config["ablation"]["variants"])
-    update_config(config, yaml.safe_load((REPO / f"config/{overlay}.yaml").read_text()))
+    own = set(merged_config(*base)["ablation"]["variants"])
+    config = merged_config(*base, overlay)
     assert_valid(config)
     # The overlay adds to the config's own variants; it never replaces them.
     assert own | expected <= set(config["ablation"]["variants"])
+
+
+def test_the_128px_overlay_drops_and_inherits_variants_of_the_cpu_default():
+    variants = merged_config("real-cpu.yaml", "real-cpu-128px.yaml")["ablation"]["variants"]
+    assert "with_augmentation" not in variants and "no_stochastic_depth" not in variants
+    assert {"no_conv_tokenizer_seq_pool", "no_pretraining", "depth_6"} <= set(variants)
+    # The original recipe is written once, in real-cpu.yaml; the overlay adds what 128 px needs.
+    recipe = variants["original_recipe"]
+    assert recipe["tokenizer"] == "patch" and recipe["lr_schedule"] == "constant"
+    assert recipe["pretrain_epochs"] == 0 and recipe["cutmix"] == 0.0
 
 
 def test_check_accepts_defaults_filled_in_by_the_schema(tmp_path: Path):

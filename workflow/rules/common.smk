@@ -15,6 +15,7 @@ from vitct.config import (
     shares_final_pretraining,
     type_command_line_text,
 )
+from vitct.overlays import remove_nulled_keys
 
 min_version("8.20")
 
@@ -24,6 +25,7 @@ SCHEMA = "../schemas/config.schema.yaml"
 # either stops the run before any job, with a message naming the key.
 with open(workflow.source_path(SCHEMA)) as f:
     SCHEMA_DOC = yaml.safe_load(f)
+remove_nulled_keys(config)  # an overlay's `key: null` drops what the file below it set
 type_command_line_text(config, SCHEMA_DOC)
 problems = schema_problems(config, SCHEMA_DOC)
 if problems:
