@@ -179,7 +179,8 @@ def test_adding_a_seed_trains_only_the_new_runs_and_new_folds_only_cross_validat
         write_config(
             demo_run, {**config, "evaluation": {**config["evaluation"], "seeds": [0, 1, 2]}}
         )
-        new_runs = {"train_cv": 2, "evaluate_cv": 2, "cv_summary": 1, "report": 1, "all": 1}
+        new_runs = {"pretrain_cv": 1, "train_cv": 2, "evaluate_cv": 2, "cv_summary": 1}
+        new_runs.update({"report": 1, "all": 1})
         assert jobs_to_run(demo_run) == new_runs
         write_config(demo_run, {**config, "evaluation": {**config["evaluation"], "folds": 3}})
         assert jobs_to_run(demo_run) == {

@@ -176,14 +176,27 @@ def ablation_outputs(wildcards):
 # Cross-validation: one run per (fold, seed); none when evaluation.folds is 0.
 CV_RUN = f"{RESULTS}/cv/fold{{fold}}_seed{{seed}}"
 CV_RUNS = {
-    "fold": [f for f in range(config["evaluation"]["folds"]) for _ in config["evaluation"]["seeds"]],
-    "seed": [s for _ in range(config["evaluation"]["folds"]) for s in config["evaluation"]["seeds"]],
+    "fold": [
+        f
+        for f in range(config["evaluation"]["folds"])
+        for _ in config["evaluation"]["seeds"]
+    ],
+    "seed": [
+        s
+        for _ in range(config["evaluation"]["folds"])
+        for s in config["evaluation"]["seeds"]
+    ],
 }
 
 
 def cv_overrides(wildcards):
     """The final model's overrides with the run's training seed."""
     return {**config["final"]["overrides"], "seed": int(wildcards.seed)}
+
+
+def cv_pretraining(wildcards):
+    """The seed's shared pretraining (pretrain_cv), or none when the recipe does not pretrain."""
+    return pretraining_file(f"cv/seed{wildcards.seed}", cv_overrides(wildcards))
 
 
 def cv_outputs(wildcards):

@@ -22,11 +22,31 @@ rule assign_folds:
         "../scripts/assign_folds.py"
 
 
+# Masked-image pretraining sees no labels: one per seed, on every image outside the test split
+# (the held-out folds' too, as the final model's pretraining sees its validation images), is
+# shared by that seed's folds.
+use rule pretrain_final as pretrain_cv with:
+    input:
+        cache=FINAL_IMAGES,
+        split=rules.split_manifest.output.split,
+        best=rules.aggregate_sweep.output.best,
+        code=TRAINING_CODE,
+    output:
+        pretrained=f"{RESULTS}/cv/seed{{seed}}/pretrained.pt",
+    log:
+        f"{LOGS}/cv/pretrain_seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/cv/pretrain_seed{{seed}}.tsv"
+    params:
+        settings=lambda wildcards: pretraining_settings(config, cv_overrides(wildcards)),
+
+
 use rule train_final as train_cv with:
     input:
         cache=FINAL_IMAGES,
         split=rules.assign_folds.output.folds,
         best=rules.aggregate_sweep.output.best,
+        pretrained=cv_pretraining,
         code=TRAINING_CODE + package_files("artifact", "folds"),
     output:
         model=f"{CV_RUN}/model.safetensors",
