@@ -55,7 +55,9 @@ def load_grey(source, image_size: int) -> np.ndarray:
 
 def save_cache(path: str | Path, arrays: dict) -> None:
     """Arrays in one uncompressed .npz (fast to load)."""
-    np.savez(path, **arrays)
+    from vitct.outputs import write_output
+
+    write_output(path, lambda f: np.savez(f, **arrays))
 
 
 def load_cache(path: str | Path) -> dict:

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vitct.artifact import load_artifact
 from vitct.data import CLASS_NAMES, load_grey
+from vitct.outputs import write_text
 from vitct.train import predict_proba
 
 # A CT slice is about 512x512 pixels. A header claiming more than 50 megapixels (7000x7000) is a
@@ -161,8 +162,13 @@ def load_model(
 
 
 def write_csv(table: pd.DataFrame, out) -> None:
-    """The table as CSV, probabilities rounded as in evaluation's predictions.csv."""
-    table.assign(prob_covid=table.prob_covid.round(6)).to_csv(out, index=False, columns=COLUMNS)
+    """The table as CSV (to a path, or an open text stream such as stdout), probabilities
+    rounded as in evaluation's predictions.csv."""
+    text = table.assign(prob_covid=table.prob_covid.round(6)).to_csv(index=False, columns=COLUMNS)
+    if isinstance(out, str | Path):
+        write_text(out, text)
+    else:
+        out.write(text)
 
 
 def _is_url(text: str) -> bool:

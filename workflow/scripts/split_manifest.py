@@ -11,6 +11,7 @@ import pandas as pd
 from vitct import step
 from vitct.data import load_cache
 from vitct.neighbours import group_statistics, near_duplicate_groups
+from vitct.outputs import write_text
 from vitct.split import STRATEGIES, assign_splits, split_summary
 
 
@@ -27,7 +28,7 @@ def main(snakemake):
             manifest, cfg["fractions"], cfg["seed"], group_column=group_of[strategy]
         )
     manifest["split"] = manifest[f"split_{cfg['strategy']}"]
-    manifest.to_csv(snakemake.output.split, sep="\t", index=False)
+    write_text(snakemake.output.split, manifest.to_csv(sep="\t", index=False))
     logging.info("near-duplicate groups: %s", group_statistics(groups))
     logging.info(
         "strategy %s, images per split and class:\n%s", cfg["strategy"], split_summary(manifest)
