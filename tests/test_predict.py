@@ -25,9 +25,9 @@ from conftest import demo_run_config, jobs_to_run, rewrite_header, snakemake, wr
 from PIL import Image
 
 from vitct.artifact import ArtifactError, save_artifact
-from vitct.data import CLASS_NAMES
+from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS
 from vitct.model import ViT
-from vitct.predict import COLUMNS, MAX_IMAGE_PIXELS, load_model
+from vitct.predict import COLUMNS, load_model
 from vitct.settings import ViTConfig
 
 VITCT = Path(sys.executable).with_name("vitct")  # the console script of this environment
