@@ -27,7 +27,7 @@ from PIL import Image
 from vitct.artifact import ArtifactError, save_artifact
 from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS
 from vitct.model import ViT
-from vitct.predict import COLUMNS, load_model
+from vitct.predict import COLUMNS, DemoModelWarning, load_model
 from vitct.settings import ViTConfig
 
 VITCT = Path(sys.executable).with_name("vitct")  # the console script of this environment
@@ -370,7 +370,8 @@ def evaluation_images(run: Path) -> tuple[pd.DataFrame, list[str]]:
 def test_predictions_identical_to_evaluation(demo_run, tmp_path):
     evaluation, paths = evaluation_images(demo_run)
     model = demo_run / "results/final/model.safetensors"
-    api = load_model(model).predict(paths)
+    with pytest.warns(DemoModelWarning):  # the demo run's model says where it came from
+        api = load_model(model).predict(paths)
     out = tmp_path / "cli.csv"
     proc = vitct("predict", str(model), *paths, "-o", str(out))
     assert proc.returncode == 0, proc.stderr
