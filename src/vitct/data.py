@@ -18,7 +18,7 @@ CLASS_NAMES = ("non-COVID", "COVID")  # index = label
 POSITIVE_LABEL = 1
 
 # One size policy for every image, in training data and in `vitct predict` alike. A CT slice is
-# about 512x512 pixels (the real data's: 104 to 512 on a side). A header claiming more than 50
+# about 512x512 pixels (the real data's: 119 to 534 on a side). A header claiming more than 50
 # megapixels (7000x7000) is a decompression bomb (a small file that expands to gigabytes in
 # memory), not a slice; one under 16 pixels on a side is an icon or a placeholder.
 MAX_IMAGE_PIXELS = 50_000_000
