@@ -96,17 +96,23 @@ def test_a_floating_point_image_is_refused_not_stretched(folder):
     assert reasons(folder)["COVID/float.tif"].startswith("floating-point image (mode F)")
 
 
-def test_an_extra_class_folder_is_named_in_a_warning(folder, caplog):
-    (folder / "Pneumonia").mkdir()
+def test_an_extra_class_folder_is_named_in_a_warning_and_its_files_rejected(folder, caplog):
+    (folder / "Pneumonia" / "scan 2").mkdir(parents=True)
     shutil.copy(folder / "COVID" / "Covid (1).png", folder / "Pneumonia" / "p.png")
+    shutil.copy(folder / "COVID" / "Covid (2).png", folder / "Pneumonia" / "scan 2" / "q.png")
     (folder / ".cache").mkdir()  # hidden: no warning
     with caplog.at_level(logging.WARNING, logger="vitct.manifest"):
-        manifest, _ = build_manifest(folder, progress=False)
+        manifest, rejects = build_manifest(folder, progress=False)
     assert [r.getMessage() for r in caplog.records] == [
         f"not used: folder(s) Pneumonia/ in {folder}; only COVID/ and non-COVID/ are classes, "
         "so their files are left out"
     ]
-    assert not manifest.path.str.startswith("Pneumonia").any()
+    assert rejects.path.tolist() == ["Pneumonia/p.png", "Pneumonia/scan 2/q.png"]
+    assert set(rejects.reason) == {
+        "not in a class folder: Pneumonia/ is no class of this model (only COVID/ and "
+        "non-COVID/ are)"
+    }
+    assert len(manifest) == 12  # the class folders' images, all of them
 
 
 def test_the_demo_folder_is_rebuilt_from_nothing_when_its_settings_change(tmp_path):

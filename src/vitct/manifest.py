@@ -1,7 +1,7 @@
 """The manifest: one row per image, and a rejects table for files that cannot be used.
 
 Nothing is dropped silently: every file under a class folder is either a manifest row or a
-rejects row with the reason.
+rejects row with the reason, and so is every file of a folder beside them (Pneumonia/, say).
 """
 
 from __future__ import annotations
@@ -90,8 +90,7 @@ def build_manifest(root: str | Path, progress: bool = True) -> tuple[pd.DataFram
     if not root.is_dir():
         raise DataLayoutError(f"data folder '{root}' does not exist; check dataset.path.")
     files = [(c, p) for c in CLASS_DIRS for p in _class_files(root, c)]
-    _warn_about_other_folders(root)
-    rows, rejects = [], []
+    rows, rejects = [], _other_folders(root)
     for class_dir, path in tqdm(files, desc="manifest", disable=not progress, mininterval=2):
         info, reason = _inspect(path)
         rel = str(path.relative_to(root))
@@ -119,21 +118,33 @@ def build_manifest(root: str | Path, progress: bool = True) -> tuple[pd.DataFram
     return manifest.reset_index(drop=True), rejects.reset_index(drop=True)
 
 
-def _warn_about_other_folders(root: Path) -> None:
-    """Name folders beside the class folders: their images are not used (a third class such as
-    Pneumonia/ is no class of this model)."""
+def _other_folders(root: Path) -> list[dict]:
+    """Rejects rows for the files of folders beside the class folders (a third class such as
+    Pneumonia/ is no class of this model), and a warning that names those folders."""
     other = sorted(
-        p.name
+        p
         for p in root.iterdir()
         if p.is_dir() and p.name not in CLASS_DIRS and not p.name.startswith((".", "__MACOSX"))
     )
+    classes = " and ".join(f"{c}/" for c in CLASS_DIRS)
     if other:
         log.warning(
             "not used: folder(s) %s in %s; only %s are classes, so their files are left out",
-            ", ".join(f"{name}/" for name in other),
+            ", ".join(f"{p.name}/" for p in other),
             root,
-            " and ".join(f"{c}/" for c in CLASS_DIRS),
+            classes,
         )
+    return [
+        {
+            "path": str(path.relative_to(root)),
+            "class_dir": folder.name,
+            "reason": f"not in a class folder: {folder.name}/ is no class of this model "
+            f"(only {classes} are)",
+        }
+        for folder in other
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    ]
 
 
 def _mark_duplicates(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
