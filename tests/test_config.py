@@ -99,7 +99,8 @@ BAD_CONFIGS = {
             final={"overrides": {"epochs": 6, "cutmix": 1.0, "cutmix_off_epochs": 3}},
             ablation={"variants": {"short": {"epochs": 2}}},
         ),
-        "ablation.variants.short.cutmix_off_epochs: cutmix_off_epochs 3 must be at least 0 and "
+        # The variant set epochs, not cutmix_off_epochs (final.overrides did): name its key.
+        "ablation.variants.short.epochs: cutmix_off_epochs 3 must be at least 0 and "
         "fewer than epochs (2)",
     ),
     "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
@@ -216,6 +217,52 @@ def test_one_fold_is_refused():
     config = tiny_config(evaluation={"folds": 1})
     with pytest.raises(ConfigError, match="evaluation.folds: one fold"):
         check(config, SCHEMA)
+
+
+# A rule that ties two settings blames the one set where the failing run is configured, not
+# whichever its message happens to start with (issue 37: `final.overrides.heads` was named when
+# the user had set final.overrides.embed_dim and the grid the heads).
+KEY_BLAME = {
+    "width set in final.overrides, heads swept": (
+        {"sweep": {"grid": {"heads": [1, 4]}}, "final": {"overrides": {"embed_dim": 30}}},
+        "final.overrides.embed_dim: heads 4 does not divide embed_dim 30",
+    ),
+    "heads set in final.overrides, width in the model section": (
+        {"sweep": {"grid": {"patch_size": [8, 16]}}, "final": {"overrides": {"heads": 3}}},
+        "final.overrides.heads: heads 3 does not divide embed_dim 16",
+    ),
+    "image size set in final.overrides, patch swept": (
+        {"sweep": {"grid": {"patch_size": [8, 16]}}, "final": {"overrides": {"image_size": 40}}},
+        "final.overrides.image_size: patch_size 16 does not divide image_size 40",
+    ),
+    "patch swept, image size in preprocess": (
+        {"sweep": {"grid": {"patch_size": [8, 12]}}},
+        "sweep.grid.patch_size: patch_size 12 does not divide image_size 32",
+    ),
+    "both keys in the model section": (
+        {"model": {"embed_dim": 18, "heads": 4}, "sweep": {"grid": {"dropout": [0.1]}}},
+        "model.heads: heads 4 does not divide embed_dim 18",
+    ),
+    "epochs set by a variant, unmixed epochs by final.overrides": (
+        {
+            "final": {"overrides": {"epochs": 6, "cutmix": 1.0, "cutmix_off_epochs": 3}},
+            "ablation": {"variants": {"short": {"epochs": 2}}},
+        },
+        "ablation.variants.short.epochs: cutmix_off_epochs 3",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", KEY_BLAME, ids=list(KEY_BLAME))
+def test_a_cross_key_error_names_the_key_the_user_set(case):
+    from snakemake.utils import validate
+
+    changes, message = KEY_BLAME[case]
+    config = tiny_config(**changes)
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))  # the defaults
+    with pytest.raises(ConfigError) as refused:
+        check(config, SCHEMA)
+    assert str(refused.value).startswith(message)
 
 
 def test_command_line_text_takes_the_types_the_schema_asks_for():

@@ -21,15 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import demo_run_config, jobs_to_run, snakemake, write_config
+from conftest import demo_run_config, jobs_to_run, rewrite_header, snakemake, write_config
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from vitct.artifact import ArtifactError, save_artifact
-from vitct.data import CLASS_NAMES
+from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS
 from vitct.model import ViT
-from vitct.predict import COLUMNS, MAX_IMAGE_PIXELS, load_model
+from vitct.predict import COLUMNS, DemoModelWarning, load_model
 from vitct.settings import ViTConfig
 
 VITCT = Path(sys.executable).with_name("vitct")  # the console script of this environment
@@ -168,21 +166,11 @@ def test_unusable_array(predictor, good):
 # --- model files ------------------------------------------------------------------------------
 
 
-def rewrite_header(src: Path, dst: Path, change) -> Path:
-    """Copy a model file with its JSON header changed by change(meta)."""
-    with safe_open(str(src), framework="pt") as f:
-        meta = json.loads(f.metadata()["vitct"])
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    change(meta)
-    save_file(state, str(dst), metadata={"vitct": json.dumps(meta)})
-    return dst
-
-
 def test_wrong_artifact_version(model_path, tmp_path):
     old = rewrite_header(
         model_path, tmp_path / "old.safetensors", lambda meta: meta.update(format_version=1)
     )
-    with pytest.raises(ArtifactError, match="v1, this vitct reads vitct-model v2: retrain"):
+    with pytest.raises(ArtifactError, match="v1, this vitct reads vitct-model v3: retrain"):
         load_model(old)
 
 
@@ -201,7 +189,7 @@ def test_tampered_checksum_in_header(model_path, tmp_path):
         tmp_path / "forged.safetensors",
         lambda meta: meta.update(weights_sha256="0" * 64),
     )
-    with pytest.raises(ArtifactError, match="do not match the sha256"):
+    with pytest.raises(ArtifactError, match="header does not match the sha256 it carries"):
         load_model(forged)
 
 
@@ -382,7 +370,8 @@ def evaluation_images(run: Path) -> tuple[pd.DataFrame, list[str]]:
 def test_predictions_identical_to_evaluation(demo_run, tmp_path):
     evaluation, paths = evaluation_images(demo_run)
     model = demo_run / "results/final/model.safetensors"
-    api = load_model(model).predict(paths)
+    with pytest.warns(DemoModelWarning):  # the demo run's model says where it came from
+        api = load_model(model).predict(paths)
     out = tmp_path / "cli.csv"
     proc = vitct("predict", str(model), *paths, "-o", str(out))
     assert proc.returncode == 0, proc.stderr

@@ -3,6 +3,11 @@
 safetensors holds tensors and a string-to-string header only, so loading a model file can never
 run code from it (unlike a pickled checkpoint). The header carries the model config, the
 preprocessing, class names, the training data's provenance and the final metrics as JSON.
+
+The whole file is verified on every load: the header carries a sha256 of itself (which covers
+the weights' sha256 it holds), the weights must match theirs, and the header's fields must pass
+its schema (artifact_header). Any damage raises ArtifactError with one line; nothing that a
+damaged file makes the reader raise escapes as another exception.
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
+from vitct.artifact_header import header_problem
 from vitct.data import CLASS_NAMES
 from vitct.model import ViT
+from vitct.outputs import write_output
 from vitct.settings import ViTConfig
 
 FORMAT = "vitct-model"
-FORMAT_VERSION = 2  # 2: the header holds weights_sha256, checked on every load
+# 2: the header holds weights_sha256, checked on every load; 3: and header_sha256 over itself
+FORMAT_VERSION = 3
 
 
 class ArtifactError(ValueError):
@@ -37,6 +44,12 @@ def weights_sha256(state: dict) -> str:
     return digest.hexdigest()
 
 
+def header_sha256(meta: dict) -> str:
+    """Digest of the header's content (every field but this digest), whatever its layout."""
+    content = {k: v for k, v in meta.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def save_artifact(path: str | Path, model: ViT, preprocessing: dict, **info) -> None:
     """Write weights plus a JSON header (model config, preprocessing, classes, extra info)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -49,47 +62,56 @@ def save_artifact(path: str | Path, model: ViT, preprocessing: dict, **info) -> 
         "weights_sha256": weights_sha256(state),
         **info,
     }
-    save_file(state, str(path), metadata={"vitct": json.dumps(meta, sort_keys=True)})
+    meta["header_sha256"] = header_sha256(meta)
+    data = save(state, metadata={"vitct": json.dumps(meta, sort_keys=True)})
+    write_output(path, lambda f: f.write(data))
 
 
 def read_metadata(path: str | Path) -> dict:
+    """The header of a model file, verified (checksum and schema) without reading the weights."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ArtifactError(f"'{path}' is not a readable vitct model file ({e}).") from e
+    except Exception as e:  # a damaged file can make the reader raise anything: refuse it
+        raise ArtifactError(f"'{path}' is not a readable vitct model file ({_one_line(e)}).") from e
     if "vitct" not in header:
         raise ArtifactError(f"'{path}' is a safetensors file but not a vitct model.")
     try:
         meta = json.loads(header["vitct"])
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"'{path}' has a corrupt header: {e}") from e
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ArtifactError(f"'{path}' has a corrupt header: {_one_line(e)}") from e
     if not isinstance(meta, dict):
         raise ArtifactError(f"'{path}' has a corrupt header: not a JSON object.")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
-            f"'{path}' is format {meta.get('format')} v{meta.get('format_version')}, this vitct "
-            f"reads {FORMAT} v{FORMAT_VERSION}: retrain with this version or use the matching one."
+            f"'{path}' is format {_one_line(meta.get('format'))} "
+            f"v{_one_line(meta.get('format_version'))}, this vitct reads {FORMAT} "
+            f"v{FORMAT_VERSION}: retrain with this version or use the matching one."
         )
+    if meta.get("header_sha256") != header_sha256(meta):
+        raise ArtifactError(
+            f"'{path}' header does not match the sha256 it carries: the file was altered or "
+            "damaged after it was written; use an intact copy or retrain."
+        )
+    problem = header_problem(meta)
+    if problem:
+        raise ArtifactError(f"'{path}' has an invalid header ({_one_line(problem)}); retrain.")
     return meta
 
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple[ViT, dict]:
     """Model (in eval mode) and its metadata; raises ArtifactError on any mismatch."""
     meta = read_metadata(path)
+    model = ViT(ViTConfig(**meta["model_config"]))  # the schema admitted it
     try:
-        model = ViT(ViTConfig(**meta["model_config"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"'{path}' has an invalid model config in its header: {e}") from e
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ArtifactError(f"'{path}' weights cannot be read (corrupt?): {e}") from e
+        state = load(Path(path).read_bytes())
+    except Exception as e:  # as in read_metadata: any failure to read is a damaged file
+        raise ArtifactError(f"'{path}' weights cannot be read (corrupt?): {_one_line(e)}") from e
     # safetensors cannot run code, but bytes can still change after writing (a bad copy, an
     # edit): a changed model must fail loudly, never predict quietly with other weights.
-    if weights_sha256(state) != meta.get("weights_sha256"):
+    if weights_sha256(state) != meta["weights_sha256"]:
         raise ArtifactError(
             f"'{path}' weights do not match the sha256 in its header: the file was altered or "
             "damaged after it was written; use an intact copy or retrain."
@@ -97,5 +119,13 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ArtifactError(f"'{path}' weights do not fit its own config (corrupt?): {e}") from e
+        raise ArtifactError(
+            f"'{path}' weights do not fit its own config (corrupt?): {_one_line(e)}"
+        ) from e
     return model.to(device).eval(), meta
+
+
+def _one_line(value, limit: int = 300) -> str:
+    """A value or error as one short line (messages end up on a console line of their own)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

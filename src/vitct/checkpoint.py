@@ -4,19 +4,18 @@ wrote them (a run identity is stored with each), so a stale one is never picked 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
+
+from vitct.outputs import write_output
 
 log = logging.getLogger("vitct.checkpoint")
 
 
 def save_atomically(obj, path: str | Path) -> None:
-    """torch.save to a temporary file, then rename: a kill mid-write leaves the old file."""
-    tmp = Path(f"{path}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save, whole or not at all: a kill or a full disk mid-write leaves the old file."""
+    write_output(path, lambda f: torch.save(obj, f))
 
 
 def pretraining_checkpoint(beside: str | Path) -> Path:

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from vitct.artifact import ArtifactError
-from vitct.predict import DOWNLOAD_TIMEOUT, MAX_DOWNLOAD_BYTES, load_model, write_csv
+from vitct.predict import (
+    DOWNLOAD_TIMEOUT,
+    MAX_DOWNLOAD_BYTES,
+    DemoModelWarning,
+    load_model,
+    write_csv,
+)
 
 
 def _positive(kind):
@@ -64,10 +71,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        predictor = load_model(args.model, timeout=args.timeout, max_bytes=args.max_bytes)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DemoModelWarning)
+            predictor = load_model(args.model, timeout=args.timeout, max_bytes=args.max_bytes)
     except ArtifactError as e:
         print(f"vitct: {e}", file=sys.stderr)
         return 2
+    for warning in caught:  # one line each, not Python's warning format
+        print(f"vitct: warning: {warning.message}", file=sys.stderr)
     try:
         table = predictor.predict(args.inputs, attention_dir=args.attention)
         if args.output:

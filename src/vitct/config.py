@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jsonschema
 
-from vitct.settings import PRETRAINING_KEYS, TrainConfig, ViTConfig
+from vitct.settings import PRETRAINING_KEYS, SettingError, TrainConfig, ViTConfig
 
 # image_size is a model setting too: the final model (or an ablation variant) may see larger
 # images than the sweep, which runs at preprocess.image_size.
@@ -192,15 +192,18 @@ def check(config: dict, schema: dict | None = None) -> None:
                 "sweep.grid and set it in its section"
             )
     for combo in itertools.product(*grid.values()):
-        swept = dict(zip(grid, combo, strict=True))
-        _check_run(config, swept, "sweep.grid", schema)
-        _check_run(config, {**swept, **overrides}, "final.overrides", schema)
+        swept = {"sweep.grid": dict(zip(grid, combo, strict=True))}
+        _check_run(config, swept, schema)
+        final = {**swept, "final.overrides": overrides}
+        _check_run(config, final, schema)
         for name, changes in variants.items():
-            where = f"ablation.variants.{name}"
-            _check_run(config, {**swept, **overrides, **changes}, where, schema)
+            _check_run(config, {**final, f"ablation.variants.{name}": changes}, schema)
 
 
-def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> None:
+def _check_run(config: dict, layers: dict, schema: dict | None) -> None:
+    """Check one run, built from `layers` (config section -> the settings it changes, in the
+    order they apply), so that a message names the section where the user set the key."""
+    changes = {key: value for layer in layers.values() for key, value in layer.items()}
     model, training = run_settings(config, changes)
     if schema is not None:
         # The swept values must obey the same schema as the sections they replace.
@@ -211,38 +214,42 @@ def _check_run(config: dict, changes: dict, where: str, schema: dict | None) -> 
                     try:
                         jsonschema.validate(value, sub[key])
                     except jsonschema.ValidationError as e:
-                        raise ConfigError(
-                            f"{_locate(key, changes, where, name)}: {e.message}"
-                        ) from None
-    vit = _built(ViTConfig, model, changes, where, "model")
-    _built(TrainConfig, training, changes, where, "training")
+                        raise ConfigError(f"{_locate((key,), layers, name)}: {e.message}") from None
+    vit = _built(ViTConfig, model, changes, layers, "model")
+    _built(TrainConfig, training, changes, layers, "training")
     if training.get("pretrain_epochs", 0) > 0 and vit.grid_size < 2:
+        where = _locate(("patch_size", "pretrain_epochs"), layers, "model")
         raise ConfigError(
-            f"{_locate('patch_size', changes, where, 'model')}: patch_size {vit.patch_size} "
+            f"{where}: patch_size {vit.patch_size} "
             f"makes one patch of the {vit.image_size} px image, and masked-image pretraining "
             f"needs two at least, one to hide and one to show (run {changes}); choose a "
             "smaller patch_size or pretrain_epochs: 0"
         )
 
 
-def _built(settings_class, values: dict, changes: dict, where: str, section: str):
+def _built(settings_class, values: dict, changes: dict, layers: dict, section: str):
     """The settings object of one run, or a ConfigError naming the key to edit: the class checks
-    the rules that tie one key to another, and its messages start with the key they blame."""
+    the rules that tie one key to another, and its SettingError names the keys they tie."""
     try:
         return settings_class.from_dict(values)
-    except ValueError as e:
-        name = str(e).split()[0]
-        raise ConfigError(
-            f"{_locate(name, changes, where, section)}: {e} (run {changes})"
-        ) from None
+    except SettingError as e:
+        raise ConfigError(f"{_locate(e.keys, layers, section)}: {e} (run {changes})") from None
+    except ValueError as e:  # a rule that names no key: the run's own section, at least
+        where = list(layers)[-1] if layers else section
+        raise ConfigError(f"{where}: {e} (run {changes})") from None
 
 
 def _preprocess_keys(schema: dict) -> dict:
     return {"image_size": schema["properties"]["preprocess"]["properties"]["image_size"]}
 
 
-def _locate(key: str, changes: dict, where: str, section: str) -> str:
-    """The config key a user must edit for this setting."""
-    if key in changes:
-        return f"{where}.{key}"
+def _locate(keys: tuple[str, ...], layers: dict, section: str) -> str:
+    """The config key a user must edit, of the settings a rule ties (`keys`, the one to blame
+    first): the one set in the run's last layer (an ablation variant, say), else in the one
+    before it, else the first key in its own section of the config."""
+    for where, changes in reversed(layers.items()):
+        for key in keys:
+            if key in changes:
+                return f"{where}.{key}"
+    key = keys[0]
     return f"{'preprocess' if key == 'image_size' else section}.{key}"

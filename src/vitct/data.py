@@ -6,6 +6,7 @@ prediction alike, so the model sees the same pixels everywhere.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,20 @@ from PIL import Image
 CLASS_DIRS = ("COVID", "non-COVID")
 CLASS_NAMES = ("non-COVID", "COVID")  # index = label
 POSITIVE_LABEL = 1
+
+# One size policy for every image, in training data and in `vitct predict` alike. A CT slice is
+# about 512x512 pixels (the real data's: 119 to 534 on a side). A header claiming more than 50
+# megapixels (7000x7000) is a decompression bomb (a small file that expands to gigabytes in
+# memory), not a slice; one under 16 pixels on a side is an icon or a placeholder.
+MAX_IMAGE_PIXELS = 50_000_000
+MIN_IMAGE_SIDE = 16
+# PIL only warns up to twice its limit; decode() turns that warning into an error too.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class ImagePolicyError(ValueError):
+    """An image that decodes but is no usable CT slice (its size or kind); the message says
+    why."""
 
 
 def label_of(class_dir: str) -> int:
@@ -27,19 +42,52 @@ def to_grey(img: Image.Image) -> Image.Image:
     The real data's colour modes leak the label (COVID files are RGB or RGBA, non-COVID files are
     all RGBA), so every image is reduced to luminance; the (opaque) alpha channel is dropped.
     """
-    if img.mode in ("I;16", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        span = a.max() - a.min()
-        a = (a - a.min()) / span * 255 if span else np.zeros_like(a)
+    if img.mode.startswith("I"):
+        # 16-bit images keep a fixed window, their top 8 bits: the same slice exported at 16 bits
+        # (8-bit values times 257, or times 256) gives the very input of its 8-bit copy. A
+        # stretch to each image's own darkest and brightest pixel would not, and would make the
+        # input depend on a stray bright pixel. A 12-bit export (values up to 4095) comes out
+        # dark: export such slices at 8 bits, or scaled to the whole 16-bit range.
+        a = np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8
         return Image.fromarray(a.astype(np.uint8))
+    if img.mode == "F":
+        raise ImagePolicyError(
+            "floating-point image (mode F): it has no fixed grey scale to read; export the "
+            "slice as an 8- or 16-bit image"
+        )
     return img.convert("L")  # ITU-R 601 luma; alpha is ignored
+
+
+def check_image_size(width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImagePolicyError(
+            f"image too large: {width}x{height} pixels is over the limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels (a CT slice is about 512x512)"
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ImagePolicyError(
+            f"image too small: {width}x{height} pixels, under {MIN_IMAGE_SIDE} on a side "
+            "(no CT slice)"
+        )
+
+
+def decode(source) -> Image.Image:
+    """Open and decode an image (path or file object) fully, within the size policy; raises
+    ImagePolicyError for one outside it (before decoding a bomb's pixels)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                check_image_size(*img.size)
+                img.load()
+                return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImagePolicyError(f"image too large (decompression bomb?): {e}") from None
 
 
 def open_grey(source) -> Image.Image:
     """Decode an image (path or file object) fully and grey it."""
-    with Image.open(source) as img:
-        img.load()
-        return to_grey(img)
+    return to_grey(decode(source))
 
 
 def square(grey: Image.Image, size: int) -> np.ndarray:
@@ -55,7 +103,9 @@ def load_grey(source, image_size: int) -> np.ndarray:
 
 def save_cache(path: str | Path, arrays: dict) -> None:
     """Arrays in one uncompressed .npz (fast to load)."""
-    np.savez(path, **arrays)
+    from vitct.outputs import write_output
+
+    write_output(path, lambda f: np.savez(f, **arrays))
 
 
 def load_cache(path: str | Path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+from pathlib import Path
 
 import matplotlib
 
@@ -16,11 +17,14 @@ import seaborn as sns  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
 from vitct.data import CLASS_NAMES  # noqa: E402
+from vitct.outputs import write_output  # noqa: E402
 
 
-def _save(fig, path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def _save(fig, path, tight: bool = True) -> None:
+    if tight:
+        fig.tight_layout()
+    kind = Path(path).suffix.lstrip(".") or "png"
+    write_output(path, lambda f: fig.savefig(f, format=kind, dpi=110))
     plt.close(fig)
 
 
@@ -144,8 +148,7 @@ def plot_patch_grid(image: np.ndarray, patch_size: int, path) -> None:
         tile = image[i * patch_size : (i + 1) * patch_size, j * patch_size : (j + 1) * patch_size]
         a.imshow(tile, cmap="gray", vmin=0, vmax=255)
         a.axis("off")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, tight=False)  # the tiles' square region is placed by hand
 
 
 def _overlay(ax, image, heat, title):

@@ -1,19 +1,23 @@
 """The manifest: one row per image, and a rejects table for files that cannot be used.
 
 Nothing is dropped silently: every file under a class folder is either a manifest row or a
-rejects row with the reason.
+rejects row with the reason, and so is every file of a folder beside them (Pneumonia/, say).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
-from vitct.data import CLASS_DIRS, label_of
+from vitct.data import CLASS_DIRS, ImagePolicyError, decode, label_of, to_grey
+
+log = logging.getLogger("vitct.manifest")
 
 MANIFEST_COLUMNS = [
     "path",
@@ -39,19 +43,22 @@ def sha256_of(path: Path) -> str:
 
 def _inspect(path: Path) -> tuple[dict | None, str | None]:
     """Decode one file fully; return its row or the reason it cannot be used."""
+    if path.is_symlink() and not path.exists():
+        return None, f"broken link: its target '{os.readlink(path)}' does not exist"
     if path.stat().st_size == 0:
         return None, "empty file (0 bytes)"
     try:
-        with Image.open(path) as img:
-            img.load()  # decodes every pixel: truncated files fail here, not in training
-            width, height, mode = img.size[0], img.size[1], img.mode
+        # Decodes every pixel: truncated files fail here, not in training. The grey conversion
+        # too, so an image that preprocessing would refuse is refused here, with its reason.
+        img = decode(path)
+        to_grey(img)
     except UnidentifiedImageError:
         return None, "not an image (no decoder recognises it)"
-    except Image.DecompressionBombError as e:
-        return None, f"image too large: {e}"
+    except ImagePolicyError as e:
+        return None, str(e)
     except (OSError, SyntaxError, ValueError) as e:
         return None, f"cannot decode: {e}"
-    return {"width": width, "height": height, "mode": mode}, None
+    return {"width": img.size[0], "height": img.size[1], "mode": img.mode}, None
 
 
 def _class_files(root: Path, class_dir: str) -> list[Path]:
@@ -63,7 +70,12 @@ def _class_files(root: Path, class_dir: str) -> list[Path]:
             f"The data folder must hold {' and '.join(repr(c) for c in CLASS_DIRS)} sub-folders "
             "as the Kaggle archive unpacks; point dataset.path at the folder that holds them."
         )
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    # Broken links too: they get a rejects row, not silence.
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if (p.is_file() or (p.is_symlink() and not p.exists())) and not p.name.startswith(".")
+    )
     if not files:
         raise DataLayoutError(
             f"class folder '{folder}' is empty: no images of class {class_dir}. "
@@ -78,7 +90,7 @@ def build_manifest(root: str | Path, progress: bool = True) -> tuple[pd.DataFram
     if not root.is_dir():
         raise DataLayoutError(f"data folder '{root}' does not exist; check dataset.path.")
     files = [(c, p) for c in CLASS_DIRS for p in _class_files(root, c)]
-    rows, rejects = [], []
+    rows, rejects = [], _other_folders(root)
     for class_dir, path in tqdm(files, desc="manifest", disable=not progress, mininterval=2):
         info, reason = _inspect(path)
         rel = str(path.relative_to(root))
@@ -104,6 +116,35 @@ def build_manifest(root: str | Path, progress: bool = True) -> tuple[pd.DataFram
                 f"({len(rejects[rejects.class_dir == class_dir])} rejects, see the rejects table)."
             )
     return manifest.reset_index(drop=True), rejects.reset_index(drop=True)
+
+
+def _other_folders(root: Path) -> list[dict]:
+    """Rejects rows for the files of folders beside the class folders (a third class such as
+    Pneumonia/ is no class of this model), and a warning that names those folders."""
+    other = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name not in CLASS_DIRS and not p.name.startswith((".", "__MACOSX"))
+    )
+    classes = " and ".join(f"{c}/" for c in CLASS_DIRS)
+    if other:
+        log.warning(
+            "not used: folder(s) %s in %s; only %s are classes, so their files are left out",
+            ", ".join(f"{p.name}/" for p in other),
+            root,
+            classes,
+        )
+    return [
+        {
+            "path": str(path.relative_to(root)),
+            "class_dir": folder.name,
+            "reason": f"not in a class folder: {folder.name}/ is no class of this model "
+            f"(only {classes} are)",
+        }
+        for folder in other
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    ]
 
 
 def _mark_duplicates(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

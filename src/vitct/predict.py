@@ -25,14 +25,10 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from vitct.artifact import load_artifact
-from vitct.data import CLASS_NAMES, load_grey
+from vitct.data import CLASS_NAMES, ImagePolicyError, load_grey
+from vitct.outputs import write_text
 from vitct.train import predict_proba
 
-# A CT slice is about 512x512 pixels. A header claiming more than 50 megapixels (7000x7000) is a
-# decompression bomb (a small file that expands to gigabytes in memory), not a slice: refuse it.
-# PIL only warns up to twice its limit; decoding below turns that warning into an error too.
-MAX_IMAGE_PIXELS = 50_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 MAX_DOWNLOAD_BYTES = 64 * 2**20  # a CT slice PNG is well under 1 MiB
 DOWNLOAD_TIMEOUT = 30.0  # seconds for one whole download
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
@@ -41,6 +37,10 @@ COLUMNS = ["path", "predicted", "prob_covid", "error"]
 
 class InputError(Exception):
     """An input that cannot be classified; the message goes to the error column."""
+
+
+class DemoModelWarning(UserWarning):
+    """The model was trained on the synthetic demo data (its header says so)."""
 
 
 class Predictor:
@@ -85,15 +85,13 @@ class Predictor:
 
     def _decode(self, item) -> np.ndarray:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                return load_grey(self._source(item), self.image_size)
+            return load_grey(self._source(item), self.image_size)
         except InputError:
             raise
         except FileNotFoundError:
             raise InputError("file not found") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise InputError(f"image too large (decompression bomb?): {e}") from None
+        except ImagePolicyError as e:  # the pipeline's own limits (data.py), said alike
+            raise InputError(str(e)) from None
         except UnidentifiedImageError:
             raise InputError("not an image file (PIL cannot identify its format)") from None
         except (OSError, SyntaxError) as e:
@@ -157,12 +155,24 @@ def load_model(
     default device gives its exact probabilities.
     """
     model, meta = load_artifact(path, device)
+    if meta.get("data", {}).get("real_data") is False:
+        warnings.warn(
+            f"'{path}' was trained on the synthetic demo data (dataset.source demo), not on real "
+            "CT slices: its predictions say nothing about real scans",
+            DemoModelWarning,
+            stacklevel=2,
+        )
     return Predictor(model, meta, timeout, max_bytes)
 
 
 def write_csv(table: pd.DataFrame, out) -> None:
-    """The table as CSV, probabilities rounded as in evaluation's predictions.csv."""
-    table.assign(prob_covid=table.prob_covid.round(6)).to_csv(out, index=False, columns=COLUMNS)
+    """The table as CSV (to a path, or an open text stream such as stdout), probabilities
+    rounded as in evaluation's predictions.csv."""
+    text = table.assign(prob_covid=table.prob_covid.round(6)).to_csv(index=False, columns=COLUMNS)
+    if isinstance(out, str | Path):
+        write_text(out, text)
+    else:
+        out.write(text)
 
 
 def _is_url(text: str) -> bool:

@@ -6,6 +6,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 
+class SettingError(ValueError):
+    """A rule between settings is broken; `keys` names the settings it ties, the one to blame
+    first (config checks name the one the user set)."""
+
+    def __init__(self, message: str, *keys: str):
+        super().__init__(message)
+        self.keys = keys
+
+
 @dataclass
 class ViTConfig:
     image_size: int = 64
@@ -24,26 +33,36 @@ class ViTConfig:
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
-            raise ValueError(
+            raise SettingError(
                 f"patch_size {self.patch_size} does not divide image_size {self.image_size}; "
-                "choose values that divide the image size"
+                "choose values that divide the image size",
+                "patch_size",
+                "image_size",
             )
         if self.tokenizer == "conv" and self.patch_size & (self.patch_size - 1):
             # Each stage of the conv stem halves the image, so it only reaches power-of-two grids.
-            raise ValueError(
+            raise SettingError(
                 f"patch_size {self.patch_size} is not a power of two, which the conv tokenizer "
                 "needs (each of its stages halves the image); choose 2, 4, 8, 16 or 32, or "
-                "tokenizer: patch"
+                "tokenizer: patch",
+                "patch_size",
+                "tokenizer",
             )
         if self.embed_dim % self.heads:
-            raise ValueError(
+            raise SettingError(
                 f"heads {self.heads} does not divide embed_dim {self.embed_dim}; choose a number "
-                "of heads that divides it"
+                "of heads that divides it",
+                "heads",
+                "embed_dim",
             )
         if self.tokenizer not in ("patch", "conv"):
-            raise ValueError(f"tokenizer must be 'patch' or 'conv', not {self.tokenizer!r}")
+            raise SettingError(
+                f"tokenizer must be 'patch' or 'conv', not {self.tokenizer!r}", "tokenizer"
+            )
         if self.pooling not in ("cls", "mean", "seq"):
-            raise ValueError(f"pooling must be 'cls', 'mean' or 'seq', not {self.pooling!r}")
+            raise SettingError(
+                f"pooling must be 'cls', 'mean' or 'seq', not {self.pooling!r}", "pooling"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> ViTConfig:
@@ -89,16 +108,21 @@ class TrainConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.cutmix <= 1.0:
-            raise ValueError(f"cutmix is a share of batches in [0, 1], not {self.cutmix}")
+            raise SettingError(
+                f"cutmix is a share of batches in [0, 1], not {self.cutmix}", "cutmix"
+            )
         if self.cutmix_off_epochs and not 0 < self.cutmix_off_epochs < self.epochs:
-            raise ValueError(
+            raise SettingError(
                 f"cutmix_off_epochs {self.cutmix_off_epochs} must be at least 0 and fewer than "
-                f"epochs ({self.epochs}); to train without CutMix at all, set cutmix: 0"
+                f"epochs ({self.epochs}); to train without CutMix at all, set cutmix: 0",
+                "cutmix_off_epochs",
+                "epochs",
             )
         if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(
+            raise SettingError(
                 f"mask_ratio must be between 0 and 1 (both excluded), not {self.mask_ratio}: "
-                "pretraining needs patches to see and patches to redraw"
+                "pretraining needs patches to see and patches to redraw",
+                "mask_ratio",
             )
 
     @classmethod

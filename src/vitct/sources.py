@@ -1,8 +1,9 @@
 """Where the images come from: the synthetic demo, a local folder or zip, or Kaggle.
 
-Each source ends in a folder in the Kaggle layout (COVID/, non-COVID/). Extraction and download
-happen in a temporary folder beside the target and are renamed into place only when complete,
-so a failure never leaves partial data where the next step would take it as complete.
+Each source ends in a folder in the Kaggle layout (COVID/, non-COVID/). Generation, extraction
+and download happen in a temporary folder beside the target and are renamed into place only
+when complete, so a failure never leaves partial data where the next step would take it as
+complete.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from vitct.data import CLASS_DIRS
+from vitct.outputs import explain_write_failure, is_write_failure
 from vitct.step import UserError
+from vitct.synthetic import generate
 
 log = logging.getLogger("vitct.sources")
 
@@ -86,11 +89,33 @@ def safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
             zf.extractall(tmp)  # checks every member's CRC as it reads it
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and is_write_failure(e):  # the disk, not the archive
+                where = e.filename or tmp
+                raise UserError(
+                    f"could not unpack '{archive}': {explain_write_failure(e, where, total)}"
+                ) from None
             raise UserError(f"could not unpack '{archive}': {e}; fetch it again.") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     os.replace(tmp, target)
+
+
+def from_demo(work_dir: Path, n_per_class: int, seed: int) -> Path:
+    """The synthetic slices in work_dir/images, generated from nothing every time: the folder is
+    replaced whole, so changed settings (fewer slices, say) never keep an earlier run's images."""
+    target = work_dir / "images"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_dir))
+    try:
+        generate(tmp, n_per_class, seed)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return find_class_root(target)
 
 
 def from_local(path: str, work_dir: Path, max_bytes: int) -> Path:

@@ -11,8 +11,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vitct.data import CLASS_DIRS
+from vitct.step import UserError
+
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("random", "grouped")
+# Each split needs each class: without it validation cannot rank epochs (MCC is 0 whatever the
+# model does) and the test split has no ROC curve, which evaluation would find only at the end.
+MIN_PER_CLASS = 1
+
+
+class SplitError(UserError):
+    """A split (or a class in it) left too small by the fractions; the message says which to
+    change, and to what."""
 
 
 def assign_splits(
@@ -45,3 +56,56 @@ def assign_splits(
 
 def split_summary(split_manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(split_manifest["split"], split_manifest["class_dir"], margins=True)
+
+
+def check_split(
+    manifest: pd.DataFrame, split: pd.Series, fractions: dict, seed: int, group_column: str
+) -> None:
+    """Raise SplitError when a split holds fewer than MIN_PER_CLASS images of a class, with the
+    numbers and the least change of split.fractions that fills it (tried with assign_splits)."""
+    counts = _counts(manifest, split)
+    short = [(s, c) for s in SPLITS for c in CLASS_DIRS if counts.loc[s, c] < MIN_PER_CLASS]
+    if not short:
+        return
+    name, class_dir = short[0]
+    per_split = "; ".join(
+        f"{s} " + ", ".join(f"{counts.loc[s, c]} {c}" for c in CLASS_DIRS) for s in SPLITS
+    )
+    found = f"{counts.loc[name, class_dir]} {class_dir} images in the {name} split ({per_split})"
+    total = int(counts[class_dir].sum())
+    if total < MIN_PER_CLASS * len(SPLITS):
+        raise SplitError(
+            f"{found}: the data hold only {total} usable {class_dir} images, and each of "
+            f"{', '.join(SPLITS)} needs {MIN_PER_CLASS} at least; add images of that class."
+        )
+    change = _least_change(manifest, fractions, seed, group_column, name)
+    advice = (
+        "set " + " and ".join(f"split.fractions.{s}: {v:g}" for s, v in change.items())
+        if change
+        else "add images"
+    )
+    raise SplitError(
+        f"{found}: split.fractions.{name} {fractions[name]:g} is too small for "
+        f"{total} {class_dir} images; {advice} (each split needs {MIN_PER_CLASS} image of "
+        "each class at least)."
+    )
+
+
+def _counts(manifest: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
+    table = pd.crosstab(split, manifest["class_dir"])
+    return table.reindex(index=list(SPLITS), columns=list(CLASS_DIRS), fill_value=0)
+
+
+def _least_change(manifest, fractions, seed, group_column, name) -> dict:
+    """The smallest rise of fractions[name] (in steps of 0.01, taken from the largest other
+    split) after which every split holds MIN_PER_CLASS of each class; {} when none does."""
+    donor = max((s for s in SPLITS if s != name), key=lambda s: fractions[s])
+    for step in range(1, 100):
+        rise = step / 100
+        trial = {**fractions, name: fractions[name] + rise, donor: fractions[donor] - rise}
+        if trial[donor] <= 0:
+            return {}
+        counts = _counts(manifest, assign_splits(manifest, trial, seed, group_column))
+        if (counts.to_numpy() >= MIN_PER_CLASS).all():
+            return {s: round(trial[s], 4) for s in (name, donor)}
+    return {}

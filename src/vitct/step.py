@@ -26,6 +26,19 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (UserError, DataLayoutError, ArtifactError, NonFiniteLossError, PretrainingMismatchError)
 
 
+def _expected_message(error: BaseException) -> str | None:
+    """The one-line message of a failure the user can fix, None for anything else."""
+    if isinstance(error, _expected_errors()):
+        return f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError) and error.filename is not None:
+        # A write that did not go through vitct.outputs (a library's own file): the same words.
+        from vitct.outputs import explain_write_failure, is_write_failure
+
+        if is_write_failure(error):
+            return f"OutputError: {explain_write_failure(error, error.filename)}"
+    return None
+
+
 def run(snakemake, main: Callable[..., None]) -> None:
     """Run main(snakemake) with logging to snakemake.log[0] and torch limited to the job's
     threads."""
@@ -44,16 +57,16 @@ def run(snakemake, main: Callable[..., None]) -> None:
 
                 configure_threads(snakemake.threads)
             main(snakemake)
-        except _expected_errors() as e:
-            message = f"{type(e).__name__}: {e}"
+        except BaseException as e:
+            message = _expected_message(e)
+            if message is None:
+                logging.error("unexpected failure:\n%s", traceback.format_exc())
+                raise
             logging.error(message)
             print(
                 f"\nvitct: rule '{snakemake.rule}' failed: {message}\n(log: {log_path})",
                 file=console,
             )
             sys.exit(1)
-        except BaseException:
-            logging.error("unexpected failure:\n%s", traceback.format_exc())
-            raise
         finally:
             sys.stderr = console

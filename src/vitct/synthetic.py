@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from vitct.data import CLASS_DIRS
+from vitct.outputs import write_output
 
 FILE_PREFIX = {"COVID": "Covid", "non-COVID": "Non-Covid"}
 
@@ -103,6 +104,7 @@ def generate(out_dir: str | Path, n_per_class: int, seed: int, progress: bool = 
         covid = class_dir == "COVID"
         for i in tqdm(range(1, n_per_class + 1), desc=class_dir, disable=not progress):
             img = _encode_mode(make_slice(rng, covid), rng)
-            img.save(folder / f"{FILE_PREFIX[class_dir]} ({i}).png")
+            path = folder / f"{FILE_PREFIX[class_dir]} ({i}).png"
+            write_output(path, lambda f, img=img: img.save(f, format="PNG"))
         counts[class_dir] = n_per_class
     return counts

@@ -69,16 +69,37 @@ paramspace = Paramspace(
 )
 
 
-def local_source():
-    """Every file of a local folder (or the zip) is an input, so adding, removing or editing
-    an image reruns the data steps."""
+def local_files():
+    """Every file of a local folder (or the zip itself)."""
     dataset = config["dataset"]
     path = Path(dataset["path"])
     if dataset["source"] != "local" or not path.exists():
         return []
-    if path.is_dir():
-        return sorted(str(p) for p in path.rglob("*") if p.is_file())
-    return [str(path)]
+    return (
+        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    )
+
+
+def braced(path):
+    return "{" in str(path) or "}" in str(path)
+
+
+def local_source():
+    """Every local file is an input, so adding, removing or editing an image reruns the data
+    steps; all but those with braces in their names (see braced_local_files)."""
+    return [str(p) for p in local_files() if not braced(p)]
+
+
+def braced_local_files():
+    """Local files whose names hold braces (`Covid {1}.png`) cannot be inputs: Snakemake reads
+    braces in a file name as a wildcard, and has no way to escape them. Their size and
+    modification time are a parameter instead, so that changing one reruns the data steps too.
+    """
+    return {
+        str(p): f"{p.stat().st_size} bytes, modified {p.stat().st_mtime_ns} ns"
+        for p in local_files()
+        if braced(p)
+    }
 
 
 def combination(wildcards):

@@ -20,6 +20,7 @@ rule fetch_data:
     params:
         dataset=config["dataset"],
         work_dir=f"{RESULTS}/data/{config['dataset']['source']}",
+        braced_files=braced_local_files(),  # only to rerun when they change
     script:
         "../scripts/fetch_data.py"
 

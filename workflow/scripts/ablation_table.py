@@ -6,6 +6,7 @@ from pathlib import Path
 from vitct import step
 from vitct.ablation import ablation_table
 from vitct.figures import plot_ablation
+from vitct.outputs import write_text
 
 
 def main(snakemake):
@@ -14,7 +15,7 @@ def main(snakemake):
     table = ablation_table(
         final_dir, variant_dirs, snakemake.params.variants, snakemake.params.bootstrap
     )
-    table.to_csv(snakemake.output.table, sep="\t", index=False, float_format="%.6g")
+    write_text(snakemake.output.table, table.to_csv(sep="\t", index=False, float_format="%.6g"))
     plot_ablation(table, snakemake.output.figure)
     for row in table.itertuples():
         logging.info(

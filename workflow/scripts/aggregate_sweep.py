@@ -2,10 +2,10 @@
 
 import json
 import logging
-from pathlib import Path
 
 from vitct import step
 from vitct.figures import plot_grid
+from vitct.outputs import write_text
 from vitct.sweep import pick_best, summarise
 
 
@@ -13,9 +13,9 @@ def main(snakemake):
     params = list(snakemake.params.grid)
     metric = snakemake.params.metric
     summary = summarise(snakemake.input.metrics, params)
-    summary.to_csv(snakemake.output.summary, sep="\t", index=False, float_format="%.6g")
+    write_text(snakemake.output.summary, summary.to_csv(sep="\t", index=False, float_format="%.6g"))
     best = pick_best(summary, params, metric)
-    Path(snakemake.output.best).write_text(json.dumps(best, indent=2))
+    write_text(snakemake.output.best, json.dumps(best, indent=2))
     plot_grid(summary, params, f"val_{metric}", snakemake.output.figure)
     logging.info(
         "best of %d combinations: %s (%s = %.4f)",

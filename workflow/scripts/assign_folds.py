@@ -6,6 +6,7 @@ import pandas as pd
 
 from vitct import step
 from vitct.folds import FoldError, assign_folds, fold_summary
+from vitct.outputs import write_text
 
 
 def main(snakemake):
@@ -14,7 +15,7 @@ def main(snakemake):
         table["fold"] = assign_folds(table, snakemake.params.folds, snakemake.params.seed)
     except FoldError as e:
         raise step.UserError(str(e)) from None
-    table.to_csv(snakemake.output.folds, sep="\t", index=False)
+    write_text(snakemake.output.folds, table.to_csv(sep="\t", index=False))
     logging.info("images and near-duplicate groups per fold (-1: test):\n%s", fold_summary(table))
 
 

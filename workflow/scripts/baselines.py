@@ -4,7 +4,6 @@ resolution (no shape at all)."""
 
 import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 
@@ -12,6 +11,7 @@ from vitct import step
 from vitct.data import load_cache
 from vitct.intensity import histogram_baseline, load_histograms
 from vitct.neighbours import group_statistics, pixel_baseline, test_neighbours
+from vitct.outputs import write_text
 from vitct.split import STRATEGIES
 
 
@@ -32,7 +32,7 @@ def main(snakemake):
             for s in STRATEGIES
         },
     }
-    Path(snakemake.output.baselines).write_text(json.dumps(result, indent=2))
+    write_text(snakemake.output.baselines, json.dumps(result, indent=2))
     for s in STRATEGIES:
         logging.info(
             "%s split: 1-NN test accuracy %.4f, grey-histogram test accuracy %.4f; %.1f%% of "

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from vitct import step
 from vitct.manifest import build_manifest, colour_mode_table
+from vitct.outputs import write_text
 
 
 def main(snakemake):
     root = json.loads(Path(snakemake.input.receipt).read_text())["root"]
     manifest, rejects = build_manifest(root)
-    manifest.to_csv(snakemake.output.manifest, sep="\t", index=False)
-    rejects.to_csv(snakemake.output.rejects, sep="\t", index=False)
+    write_text(snakemake.output.manifest, manifest.to_csv(sep="\t", index=False))
+    write_text(snakemake.output.rejects, rejects.to_csv(sep="\t", index=False))
     logging.info(
         "%d images, %d exact duplicates, %d rejected",
         len(manifest),

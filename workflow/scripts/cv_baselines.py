@@ -3,7 +3,6 @@ each held-out fold, so they compare with the ViT's cross-validation mean."""
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from vitct.data import load_cache
 from vitct.folds import TEST_FOLD
 from vitct.intensity import histogram_baseline, load_histograms
 from vitct.neighbours import pixel_baseline, test_neighbours
+from vitct.outputs import write_text
 
 BASELINES = ("nearest_neighbour", "grey_histogram")
 
@@ -44,8 +44,9 @@ def main(snakemake):
         }
         for name in BASELINES
     }
-    Path(snakemake.output.baselines).write_text(
-        json.dumps({"per_fold": per_fold, "mean": mean}, indent=2, sort_keys=True)
+    write_text(
+        snakemake.output.baselines,
+        json.dumps({"per_fold": per_fold, "mean": mean}, indent=2, sort_keys=True),
     )
     for name in BASELINES:
         logging.info(

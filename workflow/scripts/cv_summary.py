@@ -9,6 +9,7 @@ import pandas as pd
 from vitct import step
 from vitct.crossval import fold_table, headline, run_table
 from vitct.figures import plot_cv_runs
+from vitct.outputs import write_text
 
 
 def main(snakemake):
@@ -24,9 +25,10 @@ def main(snakemake):
     result["final_test_ci95"] = final.get("ci95", {})
     low, high = result["cv_ci95"]["accuracy"]
     result["final_test_inside_cv_interval"] = bool(low <= final["accuracy"] <= high)
-    runs.to_csv(snakemake.output.runs, sep="\t", index=False, float_format="%.6g")
-    fold_table(runs).to_csv(snakemake.output.folds, sep="\t", index=False, float_format="%.6g")
-    Path(snakemake.output.headline).write_text(json.dumps(result, indent=2, sort_keys=True))
+    table = {"sep": "\t", "index": False, "float_format": "%.6g"}
+    write_text(snakemake.output.runs, runs.to_csv(**table))
+    write_text(snakemake.output.folds, fold_table(runs).to_csv(**table))
+    write_text(snakemake.output.headline, json.dumps(result, indent=2, sort_keys=True))
     plot_cv_runs(runs, result, snakemake.output.figure, final["accuracy"])
     logging.info(
         "CV accuracy %.4f [%.4f, %.4f] over %d folds x %d seeds (seed sd %.4f); locked test "

@@ -2,7 +2,6 @@
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,7 @@ from vitct.data import CLASS_NAMES, load_cache, load_splits
 from vitct.figures import plot_confusion, plot_roc
 from vitct.metrics import bootstrap_intervals
 from vitct.neighbours import score_test_subsets, test_neighbours
+from vitct.outputs import write_text
 from vitct.train import predict_proba
 
 
@@ -36,9 +36,9 @@ def main(snakemake):
         metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap, groups=groups)
         metrics["ci95_resamples"] = "near-duplicate groups (cluster bootstrap)"
     metrics["data"] = meta["data"]
-    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
     pred = (prob >= 0.5).astype(int)
-    pd.DataFrame(
+    predictions = pd.DataFrame(
         {
             "path": cache["test_paths"],
             "label": [CLASS_NAMES[i] for i in y],
@@ -48,7 +48,8 @@ def main(snakemake):
             "nearest_train_similarity": np.round(similarity, 4),
             "near_duplicate_group": groups,
         }
-    ).to_csv(snakemake.output.predictions, index=False)
+    )
+    write_text(snakemake.output.predictions, predictions.to_csv(index=False))
     plot_confusion(y, pred, snakemake.output.confusion)
     plot_roc(y, prob, snakemake.output.roc)
     logging.info("test: %s", {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})

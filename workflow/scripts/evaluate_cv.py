@@ -11,6 +11,7 @@ from vitct.artifact import load_artifact
 from vitct.crossval import HELD_OUT, TEST
 from vitct.data import load_splits
 from vitct.metrics import binary_metrics
+from vitct.outputs import write_text
 from vitct.train import predict_proba
 
 
@@ -41,8 +42,8 @@ def main(snakemake):
                 }
             )
         )
-    pd.concat(parts).to_csv(snakemake.output.predictions, sep="\t", index=False)
-    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_text(snakemake.output.predictions, pd.concat(parts).to_csv(sep="\t", index=False))
+    write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
 
 
 step.run(snakemake, main)  # noqa: F821

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from vitct import step
 from vitct.data import CLASS_DIRS
-from vitct.sources import find_class_root, from_kaggle, from_local
-from vitct.synthetic import generate
+from vitct.outputs import write_text
+from vitct.sources import from_demo, from_kaggle, from_local
 
 
 def _portable(path: Path) -> str:
@@ -21,8 +21,7 @@ def main(snakemake):
     max_bytes = dataset["max_extract_mb"] * 2**20
     source = dataset["source"]
     if source == "demo":
-        generate(work_dir / "images", dataset["demo"]["n_per_class"], dataset["demo"]["seed"])
-        root = find_class_root(work_dir / "images")
+        root = from_demo(work_dir, dataset["demo"]["n_per_class"], dataset["demo"]["seed"])
     elif source == "local":
         root = from_local(dataset["path"], work_dir, max_bytes)
     else:
@@ -53,7 +52,7 @@ def main(snakemake):
         "counts": counts,
         "expected_counts": dataset["expected_counts"],
     }
-    Path(snakemake.output.receipt).write_text(json.dumps(receipt, indent=2))
+    write_text(snakemake.output.receipt, json.dumps(receipt, indent=2))
 
 
 step.run(snakemake, main)  # noqa: F821

@@ -1,8 +1,7 @@
 """Write results/report.html: one self-contained page with every table and figure."""
 
-from pathlib import Path
-
 from vitct import step
+from vitct.outputs import write_text
 from vitct.report import build_report
 
 
@@ -13,7 +12,7 @@ def main(snakemake):
         snakemake.params.benchmarks,
         snakemake.scriptdir,
     )
-    Path(snakemake.output.html).write_text(html, encoding="utf-8")
+    write_text(snakemake.output.html, html)
 
 
 step.run(snakemake, main)  # noqa: F821

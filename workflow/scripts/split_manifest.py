@@ -11,7 +11,8 @@ import pandas as pd
 from vitct import step
 from vitct.data import load_cache
 from vitct.neighbours import group_statistics, near_duplicate_groups
-from vitct.split import STRATEGIES, assign_splits, split_summary
+from vitct.outputs import write_text
+from vitct.split import STRATEGIES, SplitError, assign_splits, check_split, split_summary
 
 
 def main(snakemake):
@@ -23,11 +24,16 @@ def main(snakemake):
     manifest["near_duplicate_group"] = groups
     group_of = {"random": "sha256", "grouped": "near_duplicate_group"}
     for strategy in STRATEGIES:
-        manifest[f"split_{strategy}"] = assign_splits(
-            manifest, cfg["fractions"], cfg["seed"], group_column=group_of[strategy]
-        )
+        column = group_of[strategy]
+        split = assign_splits(manifest, cfg["fractions"], cfg["seed"], group_column=column)
+        # Both strategies are used (the baselines score both): each must fill every split.
+        try:
+            check_split(manifest, split, cfg["fractions"], cfg["seed"], column)
+        except SplitError as e:
+            raise SplitError(f"split strategy {strategy}: {e}") from None
+        manifest[f"split_{strategy}"] = split
     manifest["split"] = manifest[f"split_{cfg['strategy']}"]
-    manifest.to_csv(snakemake.output.split, sep="\t", index=False)
+    write_text(snakemake.output.split, manifest.to_csv(sep="\t", index=False))
     logging.info("near-duplicate groups: %s", group_statistics(groups))
     logging.info(
         "strategy %s, images per split and class:\n%s", cfg["strategy"], split_summary(manifest)

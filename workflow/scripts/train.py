@@ -11,6 +11,7 @@ from vitct.config import tuned_run_settings
 from vitct.data import load_splits
 from vitct.figures import plot_history
 from vitct.manifest import sha256_of
+from vitct.outputs import write_text
 from vitct.pretrain import PretrainingMismatchError
 from vitct.settings import TrainConfig, ViTConfig
 from vitct.train import fingerprint, train
@@ -45,7 +46,7 @@ def main(snakemake):
         )
     except PretrainingMismatchError as e:  # say which file (kept by --rerun-triggers mtime)
         raise PretrainingMismatchError(f"{snakemake.input.pretrained}: {e}") from None
-    history.to_csv(snakemake.output.history, sep="\t", index=False, float_format="%.6g")
+    write_text(snakemake.output.history, history.to_csv(sep="\t", index=False, float_format="%.6g"))
     plot_history(
         history, snakemake.output.curves, title=", ".join(f"{k}={v}" for k, v in changes.items())
     )
@@ -58,13 +59,13 @@ def main(snakemake):
         "parameters": sum(p.numel() for p in model.parameters()),
         **{k: v for k, v in best_row.items() if k.startswith("val_")},
     }
-    Path(snakemake.output.metrics).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
     provenance = {}
     if "receipt" in snakemake.input.keys():
         provenance = json.loads(Path(snakemake.input.receipt).read_text())
         provenance["manifest_sha256"] = sha256_of(Path(snakemake.input.manifest))
-        Path(snakemake.output.model_config).write_text(
-            json.dumps(model_cfg.to_dict(), indent=2, sort_keys=True)
+        write_text(
+            snakemake.output.model_config, json.dumps(model_cfg.to_dict(), indent=2, sort_keys=True)
         )
     save_artifact(
         snakemake.output.model,

@@ -1,0 +1,166 @@
+"""The model file is verified whole: header and weights, checksum and schema.
+
+Every damage, by hand or by one flipped bit, is refused with one line (exit 2 from `vitct
+predict`), never loaded quietly with other settings and never a traceback.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import rewrite_header
+from PIL import Image
+
+from vitct import cli
+from vitct.artifact import ArtifactError, header_sha256, load_artifact, read_metadata, save_artifact
+from vitct.model import ViT
+from vitct.settings import ViTConfig
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """A tiny model file with a header like the pipeline's (its header is most of the file)."""
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_artifact(
+        path,
+        model,
+        preprocessing={"image_size": 16, "grey": "PIL convert('L')", "mean": 0.1996, "std": 0.25},
+        data={"source": "local", "real_data": True, "counts": {"COVID": 40, "non-COVID": 40}},
+        validation={"val_accuracy": 0.95, "val_mcc": 0.9},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scan") / "scan.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20), np.uint8)).save(path)
+    return path
+
+
+# What the issue's tries did by hand to the header: each loaded, or crashed, before.
+HAND_EDITS = {
+    "normalisation mean": lambda meta: meta["preprocessing"].update(mean=0.9996),
+    "preprocessing key renamed": lambda meta: meta.update(preprocess=meta.pop("preprocessing")),
+    "image size": lambda meta: meta["preprocessing"].update(image_size=74),
+    "class names swapped": lambda meta: meta.update(class_names=meta["class_names"][::-1]),
+    "provenance": lambda meta: meta["data"].update(real_data=False),
+}
+
+
+@pytest.mark.parametrize("edit", HAND_EDITS, ids=list(HAND_EDITS))
+def test_an_edited_header_is_refused_with_exit_2_and_one_line(
+    edit, model_file, scan, tmp_path, capsys
+):
+    edited = rewrite_header(model_file, tmp_path / "edited.safetensors", HAND_EDITS[edit])
+    with pytest.raises(ArtifactError, match="header does not match the sha256 it carries"):
+        read_metadata(edited)
+    assert cli.main(["predict", str(edited), str(scan)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("vitct: ") and captured.err.count("\n") == 1
+
+
+def resealed(model_file: Path, dst: Path, change) -> Path:
+    """An edited header whose checksum was computed again: only the schema can refuse it."""
+
+    def change_and_seal(meta):
+        change(meta)
+        meta["header_sha256"] = header_sha256(meta)
+
+    return rewrite_header(model_file, dst, change_and_seal)
+
+
+SCHEMA_CASES = {
+    "mean as text": (
+        lambda meta: meta["preprocessing"].update(mean="0.2"),
+        "preprocessing.mean: '0.2' is not of type 'number'",
+    ),
+    "preprocessing missing": (
+        lambda meta: meta.pop("preprocessing"),
+        "header: 'preprocessing' is a required property",
+    ),
+    "image size the model was not built for": (
+        lambda meta: meta["preprocessing"].update(image_size=74),
+        "preprocessing.image_size 74 differs from the model's model_config.image_size 16",
+    ),
+    "std of zero": (
+        lambda meta: meta["preprocessing"].update(std=0),
+        "preprocessing.std: 0 is less than or equal to the minimum of 0",
+    ),
+    "depth as text": (
+        lambda meta: meta["model_config"].update(depth="1"),
+        "model_config.depth: '1' is not of type 'integer'",
+    ),
+    "heads that do not divide the width": (
+        lambda meta: meta["model_config"].update(heads=3),
+        "model_config: heads 3 does not divide embed_dim 8",
+    ),
+    "provenance of the wrong type": (
+        lambda meta: meta["data"].update(real_data="no"),
+        "data.real_data: 'no' is not of type 'boolean'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SCHEMA_CASES, ids=list(SCHEMA_CASES))
+def test_a_resealed_header_with_wrong_fields_is_refused_by_the_schema(case, model_file, tmp_path):
+    change, message = SCHEMA_CASES[case]
+    path = resealed(model_file, tmp_path / "resealed.safetensors", change)
+    with pytest.raises(ArtifactError, match="has an invalid header") as refused:
+        read_metadata(path)
+    assert message in str(refused.value)
+
+
+def test_the_intact_file_loads(model_file):
+    model, meta = load_artifact(model_file)
+    assert meta["preprocessing"]["mean"] == 0.1996 and model.cfg.image_size == 16
+
+
+def test_flipping_a_bit_of_any_header_byte_is_refused_or_changes_nothing(model_file, tmp_path):
+    data = model_file.read_bytes()
+    header_end = 8 + struct.unpack("<Q", data[:8])[0]  # length prefix, then the JSON header
+    original_meta = read_metadata(model_file)
+    original_state = load_artifact(model_file)[0].state_dict()
+    flipped_file = tmp_path / "flipped.safetensors"
+    flipped_file.write_bytes(data)
+    refused, silent, crashed = 0, [], []
+    with open(flipped_file, "r+b") as f:  # flipped in place and back: no new file per flip
+        for offset in range(header_end):
+            f.seek(offset)
+            f.write(bytes([data[offset] ^ 1 << (offset % 8)]))  # every bit position in turn
+            f.flush()
+            outcome = _load_flipped(flipped_file, original_meta, original_state)
+            f.seek(offset)
+            f.write(data[offset : offset + 1])
+            f.flush()
+            if outcome == "refused":
+                refused += 1
+            elif outcome:
+                (silent if "silently" in outcome else crashed).append((offset, outcome))
+    assert not silent, f"{len(silent)} flips changed the model silently: {silent[:10]}"
+    assert not crashed, f"{len(crashed)} flips were not refused in one line: {crashed[:10]}"
+    assert refused > 0.95 * header_end  # nearly every flip changes something: all refused
+
+
+def _load_flipped(path: Path, original_meta: dict, original_state: dict) -> str:
+    """'refused' (one line), '' (loaded, nothing changed), or what went wrong."""
+    try:
+        meta = read_metadata(path)  # the header alone: fast
+        if meta != original_meta:
+            return "header changed silently"
+        # The vitct header is intact, so the flip is in the tensor table: load the weights.
+        state = load_artifact(path)[0].state_dict()
+        if any(not torch.equal(state[k], original_state[k]) for k in original_state):
+            return "weights changed silently"
+        return ""
+    except ArtifactError as e:
+        return "refused" if "\n" not in str(e) else f"refused in more than one line: {e}"
+    except Exception as e:  # noqa: BLE001 (any other exception is what the test looks for)
+        return f"raised {type(e).__name__}: {e}"
