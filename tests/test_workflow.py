@@ -214,6 +214,22 @@ def planned(root: Path) -> dict[str, int]:
 DOWNSTREAM_OF_FINAL = {"train_final": 1, "evaluate": 1, "attention_maps": 1, "report": 1, "all": 1}
 
 
+def test_the_final_model_trains_with_the_sweeps_best_combination(demo_run: Path):
+    best = json.loads((demo_run / "results/sweep/best_params.json").read_text())["params"]
+    final = json.loads((demo_run / "results/final/train_metrics.json").read_text())
+    assert best.items() <= {**final["model"], **final["training"]}.items()
+
+
+def test_a_sweep_over_folds_trains_each_combination_on_each_fold(project_copy: Path):
+    write_config(project_copy, tiny_config(sweep={"folds": 2}, evaluation={"folds": 2}))
+    try:
+        jobs = planned(project_copy)
+        assert jobs["train_sweep_fold"] == 8 and "train_sweep" not in jobs  # 4 combinations
+        assert jobs["assign_folds"] == 1 and jobs["aggregate_sweep"] == 1
+    finally:
+        write_config(project_copy, tiny_config())
+
+
 def test_changing_final_epochs_reruns_only_final_stages(project_copy: Path):
     write_config(project_copy, tiny_config(final={"overrides": {"epochs": 3}}))
     try:

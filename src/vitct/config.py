@@ -153,6 +153,13 @@ def check(config: dict, schema: dict | None = None) -> None:
         raise ConfigError(
             f"split.fractions must sum to 1, not {sum(fractions.values()):g} ({fractions})"
         )
+    sweep_folds = config["sweep"].get("folds", 1)
+    if sweep_folds > 1 and config.get("evaluation", {}).get("folds", 0) < sweep_folds:
+        raise ConfigError(
+            f"sweep.folds: {sweep_folds} sweep folds are taken from the cross-validation "
+            f"folds, so evaluation.folds must be {sweep_folds} or more (it is "
+            f"{config.get('evaluation', {}).get('folds', 0)})"
+        )
     if config.get("evaluation", {}).get("folds", 0) == 1:
         raise ConfigError(
             "evaluation.folds: one fold leaves no other fold to train on; set 0 (no "

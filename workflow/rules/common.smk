@@ -84,6 +84,19 @@ def braced(path):
     return "{" in str(path) or "}" in str(path)
 
 
+SWEEP_FOLD = f"{RESULTS}/sweep/fold{{fold}}/{paramspace.wildcard_pattern}"
+
+
+def sweep_metrics(wildcards):
+    """Every sweep job's metrics: one per combination, or one per combination and fold."""
+    if config["sweep"]["folds"] == 1:
+        pattern = f"{RESULTS}/sweep/{{params}}/metrics.json"
+        return expand(pattern, params=paramspace.instance_patterns)
+    pattern = f"{RESULTS}/sweep/fold{{fold}}/{{params}}/metrics.json"
+    folds = range(config["sweep"]["folds"])
+    return expand(pattern, fold=folds, params=paramspace.instance_patterns)
+
+
 def local_source():
     """Every local file is an input, so adding, removing or editing an image reruns the data
     steps; all but those with braces in their names (see braced_local_files)."""

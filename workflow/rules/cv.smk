@@ -3,25 +3,6 @@
 # split stays out of every fold; each run is scored on its held-out fold and on that test.
 
 
-rule assign_folds:
-    input:
-        split=rules.split_manifest.output.split,
-        code=package_files("folds"),
-    output:
-        folds=f"{RESULTS}/cv/folds.tsv",
-    log:
-        f"{LOGS}/assign_folds.log",
-    benchmark:
-        f"{BENCH}/assign_folds.tsv"
-    conda:
-        ENV
-    params:
-        folds=config["evaluation"]["folds"],
-        seed=config["split"]["seed"],
-    script:
-        "../scripts/assign_folds.py"
-
-
 # Masked-image pretraining sees no labels: one per seed, on every image outside the test split
 # (the held-out folds' too, as the final model's pretraining sees its validation images), is
 # shared by that seed's folds.

@@ -116,3 +116,23 @@ rule baselines:
         seed=config["split"]["seed"],
     script:
         "../scripts/baselines.py"
+
+
+# Grouped, stratified folds over the images outside the test split (cross-validation).
+rule assign_folds:
+    input:
+        split=rules.split_manifest.output.split,
+        code=package_files("folds"),
+    output:
+        folds=f"{RESULTS}/cv/folds.tsv",
+    log:
+        f"{LOGS}/assign_folds.log",
+    benchmark:
+        f"{BENCH}/assign_folds.tsv"
+    conda:
+        ENV
+    params:
+        folds=config["evaluation"]["folds"],
+        seed=config["split"]["seed"],
+    script:
+        "../scripts/assign_folds.py"

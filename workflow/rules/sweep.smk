@@ -30,12 +30,31 @@ rule train_sweep:
         "../scripts/train.py"
 
 
+# With sweep.folds > 1 every combination is trained on that many cross-validation folds
+# (the first ones of evaluation.folds), and the best is chosen on the mean over them.
+use rule train_sweep as train_sweep_fold with:
+    input:
+        cache=SWEEP_IMAGES,
+        split=rules.assign_folds.output.folds,
+        code=TRAINING_CODE + package_files("folds"),
+    output:
+        metrics=f"{SWEEP_FOLD}/metrics.json",
+        history=f"{SWEEP_FOLD}/history.tsv",
+        curves=f"{SWEEP_FOLD}/curves.png",
+        model=f"{SWEEP_FOLD}/model.safetensors",
+    log:
+        f"{LOGS}/sweep/fold{{fold}}/{paramspace.wildcard_pattern}.log",
+    benchmark:
+        f"{BENCH}/sweep/fold{{fold}}/{paramspace.wildcard_pattern}.tsv"
+    params:
+        settings=sweep_settings,
+        swept=combination,
+        fold=lambda wildcards: int(wildcards.fold),
+
+
 rule aggregate_sweep:
     input:
-        metrics=expand(
-            f"{RESULTS}/sweep/{{params}}/metrics.json",
-            params=paramspace.instance_patterns,
-        ),
+        metrics=sweep_metrics,
     output:
         summary=report(
             f"{RESULTS}/sweep/summary.tsv",

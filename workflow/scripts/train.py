@@ -52,6 +52,7 @@ def main(snakemake):
     )
     metrics = {
         "params": changes,
+        "fold": snakemake.params.get("fold"),  # None: validated on the split's val images
         "model": model_cfg.to_dict(),
         "training": train_cfg.__dict__,
         "best_epoch": best_row["epoch"],
