@@ -15,11 +15,12 @@ installed on the device is not reinstalled), and cuts the whole into parts of at
 fit a 64 MiB carry; the cache does not either (224 px and 128 px arrays are about 83 MB packed),
 so it travels in parts over several calls of the device tool.
 
-`unpack` gathers the parts carried so far into results/gpu_bundle/parts (kept between calls of a
-warm machine), says which are still missing, and once all are there, checks them, unpacks the
-wheels to results/gpu_bundle/wheels and the cache into results/data with fresh times in the
-order of the pipeline's steps (so Snakemake sees it up to date and starts after it), and writes
-results/data/from_cache.json, which the run reports.
+`describe dataset|origin` prints the unpacked cache's dataset (as a --config value) or where it
+came from. `unpack` gathers the parts carried so far into results/gpu_bundle/parts (kept
+between calls of a warm machine), says which are still missing, and once all are there, checks
+them, unpacks the wheels to results/gpu_bundle/payload/wheels and the cache into results/data
+with fresh times in the order of the pipeline's steps (so Snakemake sees it up to date and
+starts after it), and writes results/data/from_cache.json, which the run reports.
 """
 
 from __future__ import annotations
@@ -263,6 +264,21 @@ def unpack(bundle: Path, results: Path) -> dict:
     return record
 
 
+def describe(results: Path, what: str) -> str:
+    """From the cache record: the --config value naming its dataset, or a line saying where the
+    data came from (gpu_pipeline.sh prints it, so a run says it started from a cache)."""
+    path = results / "data" / CACHE_RECORD
+    if not path.exists():
+        raise BundleError(f"no {path}: run `bash benchmarks/gpu_pipeline.sh setup` first")
+    r = json.loads(path.read_text())
+    if what == "dataset":  # the dataset the cache was made from: its steps are then up to date
+        return f"dataset={{source: local, path: {r['data']}}}"
+    return (
+        f"preprocessed cache made {r['made']} from {r['data']} ({r['counts']}) with "
+        f"{r['configfile']} at commit {r['commit'][:10]}; no raw image is read here"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -278,10 +294,15 @@ def main() -> None:
     u = sub.add_parser("unpack", help="on the device: gather the parts, then unpack them")
     u.add_argument("--bundle", type=Path, default=ROOT / "benchmarks" / "gpu_bundle")
     u.add_argument("--results", type=Path, default=Path("results"))
+    d = sub.add_parser("describe", help="the unpacked cache's --config dataset value, or origin")
+    d.add_argument("what", choices=["dataset", "origin"])
+    d.add_argument("--results", type=Path, default=Path("results"))
     args = parser.parse_args()
     try:
         if args.command == "make":
             make(args)
+        elif args.command == "describe":
+            print(describe(args.results, args.what))
         else:
             record = unpack(args.bundle, args.results)
             print(json.dumps(record))

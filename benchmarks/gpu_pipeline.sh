@@ -43,7 +43,7 @@ has_gpu() { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }
 setup() {
 	"$PYTHON" -c 'import torch' 2>/dev/null || die "torch is not importable by $PYTHON: this script brings everything but torch"
 	say "python $("$PYTHON" -V 2>&1 | cut -d' ' -f2), torch $("$PYTHON" -c 'import torch; print(torch.__version__, "cuda", torch.cuda.is_available())')"
-	"$PYTHON" benchmarks/gpu_bundle.py unpack --results results | tee -a "$OUT/run.log" >/dev/null ||
+	"$PYTHON" benchmarks/gpu_bundle.py unpack --results results 2>&1 | tee -a "$OUT/run.log" >/dev/null ||
 		die "the bundle is not complete here (see above); carry the missing parts and run setup again"
 	local wheels=results/gpu_bundle/payload/wheels
 	if [ -f "$wheels/requirements.txt" ]; then
@@ -56,12 +56,6 @@ setup() {
 	fi
 	"$PYTHON" -m snakemake --version >/dev/null || die "snakemake is not importable after setup"
 	say "setup done: $("$PYTHON" -m snakemake --version | head -1 | sed 's/^/snakemake /')"
-}
-
-cache_dataset() {
-	# The dataset key the cache was made with: Snakemake then finds its steps' outputs up to date.
-	[ -f results/data/from_cache.json ] || die "no results/data/from_cache.json: run the setup stage first"
-	"$PYTHON" -c 'import json; r = json.load(open("results/data/from_cache.json")); print("dataset={source: local, path: %s}" % r["data"])'
 }
 
 gpu_slots() {
@@ -93,10 +87,10 @@ sample_gpu() {
 
 run_pipeline() { # $1: main or ablation
 	local name=$1 slots dataset started ended sampler=""
-	dataset=$(cache_dataset)
+	dataset=$("$PYTHON" benchmarks/gpu_bundle.py describe dataset) || die "no unpacked cache: run the setup stage first"
 	slots=$(gpu_slots)
 	[ "$slots" -ge 1 ] || die "the GPU's memory fits no training job (gpu_slots $slots); set VITCT_GPU_SLOTS"
-	say "$name: $CONFIG, data from the preprocessed cache: $("$PYTHON" -c 'import json; r = json.load(open("results/data/from_cache.json")); print(f"made {r[\"made\"]} from {r[\"data\"]} ({r[\"counts\"]}), commit {r[\"commit\"][:10]}; no raw image is read here")')"
+	say "$name: $CONFIG, data from the $("$PYTHON" benchmarks/gpu_bundle.py describe origin)"
 	say "$name: $CORES cores, gpu_slots $slots"
 	local omit=()
 	[ "$name" = main ] && omit=(--omit-from pretrain_ablation train_ablation evaluate_ablation ablation_table report)
