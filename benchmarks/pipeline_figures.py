@@ -155,7 +155,8 @@ def summarise(results: Path, out: Path, gpu_samples: Path | None) -> dict:
     summary["final_metrics"] = read_json(results / "final" / "metrics.json")
     ablation = results / "ablation" / "ablation.tsv"
     if ablation.exists():
-        summary["ablation"] = pd.read_csv(ablation, sep="\t").to_dict(orient="records")
+        table = pd.read_csv(ablation, sep="\t", keep_default_na=False)  # strict JSON: no NaN
+        summary["ablation"] = table.to_dict(orient="records")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
