@@ -1,7 +1,7 @@
 """Training throughput of vitct's ViT against timm's VisionTransformer, side by side.
 
     python benchmarks/throughput_vs_timm.py [--patches 8 16 32] [--image-size 224] [--rounds 3]
-                                            [--compile]
+                                            [--compile] [--device cuda]
 
 Both models get the same patch size, width, depth, heads, MLP ratio, one input channel, batch
 and dropout rate, and train with AdamW on the same random batch. Each measurement runs in a
@@ -15,6 +15,8 @@ in use on the CPU. timm is measured twice: as the original study placed dropout 
 attention weights too: timm's attn_drop_rate, like Keras' MultiHeadAttention dropout), and with
 attn_drop_rate=0 (the same placement as ours) for reference. With --compile, vitct under
 torch.compile is measured too (its compile time is excluded: it happens in the warm-up step).
+With --device cuda both train on the GPU under bf16 autocast (as the pipeline does there), and
+the peak memory column is the GPU's (torch.cuda.max_memory_allocated).
 """
 
 from __future__ import annotations
@@ -71,17 +73,23 @@ def measure(variant: str, patch: int, args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build(variant, patch, args).train()
+    device = torch.device(args.device)
+    model = build(variant, patch, args).train().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     if variant == COMPILED:
         model = torch.compile(model, dynamic=False)
-    x = torch.randn(args.batch, 1, args.image_size, args.image_size)
-    y = torch.randint(0, 2, (args.batch,))
+    x = torch.randn(args.batch, 1, args.image_size, args.image_size, device=device)
+    y = torch.randint(0, 2, (args.batch,), device=device)
+    on_gpu = device.type == "cuda"
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+            logits = model(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
         optimizer.step()
+        if on_gpu:
+            torch.cuda.synchronize()
 
     step()  # warm-up: allocator, kernel selection
     steps, started = 0, time.perf_counter()
@@ -91,7 +99,9 @@ def measure(variant: str, patch: int, args) -> dict:
     elapsed = time.perf_counter() - started
     return {
         "images_per_s": steps * args.batch / elapsed,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": torch.cuda.max_memory_allocated() / 2**20
+        if on_gpu
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -121,6 +131,7 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=2)
     parser.add_argument("--min-seconds", type=float, default=3.0)
     parser.add_argument("--compile", action="store_true", help=f"also measure {COMPILED}")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "PATCH"))
     args, _ = parser.parse_known_args()
     if args.child:
@@ -129,7 +140,8 @@ def main() -> None:
     argv = [a for a in sys.argv[1:]]
     print(
         f"training step, batch {args.batch}, {args.image_size}px, width {args.width}, depth "
-        f"{args.depth}, heads {args.heads}, dropout {args.dropout}, {args.threads} threads; "
+        f"{args.depth}, heads {args.heads}, dropout {args.dropout}, {args.threads} threads, "
+        f"{args.device}; "
         f"median of {args.rounds} alternating rounds"
     )
     header = f"{'patch':>5} {'variant':>18} {'images/s':>9} {'peak MB':>8} {'vitct/this':>10}"

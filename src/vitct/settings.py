@@ -93,7 +93,8 @@ class TrainConfig:
     select_best_epoch: bool = True  # False: keep the last epoch's weights
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when present, else CPU
-    compile: str = "auto"  # torch.compile: "auto" (on CUDA only), "always" or "never"
+    compile: str = "auto"  # torch.compile: "auto" (vitct.accelerator decides), "always", "never"
+    bf16: str = "auto"  # autocast on CUDA: "auto" (vitct.accelerator decides), "always", "never"
     prefetch: bool = True  # build the next batch in a background thread during this step
     augment: bool = True
     hflip: bool = True

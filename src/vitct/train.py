@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from vitct import accelerator
 from vitct.batches import Prefetcher, close, epoch_batches
 from vitct.checkpoint import (
     load_checkpoint,
@@ -59,9 +60,9 @@ def pick_device(name: str) -> torch.device:
 
 
 def maybe_compile(model: ViT, setting: str, device: torch.device):
-    """torch.compile where it helps: on CUDA. On the CPU (torch 2.14, this model) a compiled
-    training step measured 0.7x the eager one after an 18 s compile, so "auto" skips it."""
-    if setting == "always" or (setting == "auto" and device.type == "cuda"):
+    """torch.compile where it pays: "auto" asks vitct.accelerator (never on the CPU, where a
+    compiled training step measured 0.7x the eager one after an 18 s compile)."""
+    if accelerator.use(setting, "compile", device):
         log.info("compiling the model with torch.compile")
         return torch.compile(model, dynamic=False)
     return model
@@ -77,22 +78,24 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
 
 
 @torch.no_grad()
-def predict_proba(model: ViT, images: np.ndarray, mean: float, std: float, batch: int = 256):
-    """COVID probability for each uint8 (N, H, W) image."""
+def predict_proba(
+    model: ViT, images: np.ndarray, mean: float, std: float, batch: int = 256, bf16: bool = True
+):
+    """COVID probability for each uint8 (N, H, W) image (`bf16` autocast on CUDA only)."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(images), batch):
         x = normalise(images[i : i + batch], mean, std).to(device)
-        with _autocast(device):
+        with _autocast(device, bf16):
             logits = model(x)
         out.append(logits.float().softmax(dim=1)[:, 1].cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def _autocast(device: torch.device):
-    # bf16 autocast on CUDA: same numerics class as fp32 for this model, 2-3x the throughput.
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, bf16: bool = True):
+    # bf16 autocast on CUDA only (training.bf16): same numerics class as fp32 for this model.
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
 def fingerprint(model_cfg: ViTConfig, train_cfg: TrainConfig, *data_paths: str | Path) -> str:
@@ -173,6 +176,7 @@ def train(
     device = pick_device(train_cfg.device)
     model = ViT(model_cfg).to(device)
     step_model = maybe_compile(model, train_cfg.compile, device)  # shares model's weights
+    bf16 = accelerator.use(train_cfg.bf16, "bf16", device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
     )
@@ -227,6 +231,7 @@ def train(
         disable=None,
     )
     timings_run = {"data_wait_s": 0.0, "train_s": 0.0}
+    epoch_seconds = []  # the first one includes torch.compile's compilation
 
     def next_epoch_batches(epoch: int):
         """(generator state before the epoch's draws, the epoch's batches). Started before
@@ -242,14 +247,22 @@ def train(
         for epoch in bar:
             epoch_started = time.perf_counter()
             train_loss, train_accuracy, waited = train_epoch(
-                step_model, batches, optimizer, scheduler, loss_fn, train_cfg.grad_clip, epoch
+                step_model,
+                batches,
+                optimizer,
+                scheduler,
+                loss_fn,
+                train_cfg.grad_clip,
+                epoch,
+                bf16,
             )
             train_seconds = time.perf_counter() - epoch_started
             timings_run["data_wait_s"] += waited
             timings_run["train_s"] += train_seconds
+            epoch_seconds.append(train_seconds)
             close(batches)
             gen_state, batches = next_epoch_batches(epoch + 1)
-            val = evaluate_split(model, cache["val_x"], cache["val_y"], mean, std)
+            val = evaluate_split(model, cache["val_x"], cache["val_y"], mean, std, bf16)
             row = {
                 "epoch": epoch + 1,
                 "lr": scheduler.get_last_lr()[0],
@@ -295,6 +308,7 @@ def train(
     finally:
         close(batches)
     bar.close()
+    log_device_figures(epoch_seconds, device)
     if timings is not None:
         timings.update(timings_run)
     if not train_cfg.select_best_epoch:  # the model as training left it
@@ -304,7 +318,22 @@ def train(
     return model, pd.DataFrame(history), best_row
 
 
-def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch):
+def log_device_figures(epoch_seconds: list[float], device: torch.device) -> None:
+    """One line that benchmarks/pipeline_figures.py reads: the first epoch's training time
+    (torch.compile compiles in it) beside the median of the others, and the peak GPU memory."""
+    if not epoch_seconds:
+        return
+    later = float(np.median(epoch_seconds[1:])) if len(epoch_seconds) > 1 else float("nan")
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    log.info(
+        "device figures: first epoch %.2f s, later epochs median %.2f s, peak GPU memory %.0f MiB",
+        epoch_seconds[0],
+        later,
+        peak,
+    )
+
+
+def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch, bf16=True):
     """One pass over `batches`: (mean loss, accuracy, seconds spent waiting for batches)."""
     model.train()
     device = next(model.parameters()).device
@@ -312,7 +341,7 @@ def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch)
     step, wait_started = 0, time.perf_counter()
     for step, (x, y) in enumerate(batches, start=1):
         waited += time.perf_counter() - wait_started
-        with _autocast(device):
+        with _autocast(device, bf16):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
         where = f"at epoch {epoch + 1}, batch {step}"
@@ -326,9 +355,9 @@ def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch)
 
 
 @torch.no_grad()
-def evaluate_split(model, images, labels, mean, std) -> dict:
+def evaluate_split(model, images, labels, mean, std, bf16: bool = True) -> dict:
     """Validation loss (unsmoothed NLL) and metrics."""
-    prob = predict_proba(model, images, mean, std)
+    prob = predict_proba(model, images, mean, std, bf16=bf16)
     p = np.clip(prob, 1e-7, 1 - 1e-7)
     y = np.asarray(labels)
     nll = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))

@@ -60,6 +60,7 @@ TRAINING_CODE = package_files(
     "pretrain",
     "optim",
     "checkpoint",
+    "accelerator",
 )
 
 GRID = config["sweep"]["grid"]

@@ -16,6 +16,8 @@ rule pretrain_final:
     resources:
         mem_mb=config["final"]["mem_mb"],
         runtime=config["final"]["runtime"],
+        # One share of a GPU: `--resources gpu_slots=N` (profiles/gpu) runs N at once.
+        gpu_slots=1,
     params:
         # Only what shapes pretraining, so that changing another setting keeps it.
         settings=pretraining_settings(config, config["final"]["overrides"]),
@@ -52,6 +54,8 @@ rule train_final:
     resources:
         mem_mb=config["final"]["mem_mb"],
         runtime=config["final"]["runtime"],
+        # One share of a GPU: `--resources gpu_slots=N` (profiles/gpu) runs N at once.
+        gpu_slots=1,
     params:
         base={key: config[key] for key in ("model", "training", "preprocess")},
         overrides=config["final"]["overrides"],

@@ -23,6 +23,8 @@ rule train_sweep:
     resources:
         mem_mb=config["sweep"]["mem_mb"],
         runtime=config["sweep"]["runtime"],
+        # One share of a GPU: `--resources gpu_slots=N` (profiles/gpu) runs N at once.
+        gpu_slots=1,
     params:
         settings=sweep_settings,
         swept=combination,
