@@ -31,6 +31,7 @@ localrules:
     ablation_table,
     assign_folds,
     cv_summary,
+    cv_ablation_table,
     report,
 
 

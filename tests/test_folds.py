@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitct.crossval import HELD_OUT, TEST, fold_table, headline, run_table
+from vitct.crossval import HELD_OUT, TEST, fold_table, headline, paired_cv_differences, run_table
 from vitct.folds import TEST_FOLD, FoldError, assign_folds, fold_splits
 
 
@@ -123,3 +123,25 @@ def test_run_and_fold_tables_have_a_row_per_run_and_per_fold():
     folds = fold_table(table)
     assert list(folds.fold) == [0, 1, 2]
     assert "held_out_accuracy_seed_range" in folds.columns
+
+
+def test_an_ingredient_that_matters_stands_out_and_one_that_does_not_stays_in_the_noise():
+    final = cv_predictions(accuracy=0.9)
+    held = final[final.part == HELD_OUT]
+    worse = cv_predictions(accuracy=0.7)
+    worse = worse[worse.part == HELD_OUT]
+    rng = np.random.default_rng(5)
+    same = held.assign(prob_covid=(held.prob_covid + rng.normal(0, 0.01, len(held))).clip(0, 1))
+    table = paired_cv_differences(held, {"worse": worse, "same": same}, n_resamples=200)
+    assert list(table.variant) == ["final model", "worse", "same"]
+    rows = table.set_index("variant")
+    assert rows.loc["worse", "accuracy_points"] > 10 and rows.loc["worse", "distinguishable"]
+    assert abs(rows.loc["same", "accuracy_points"]) < 2 and not rows.loc["same", "distinguishable"]
+    assert rows.loc["worse", "accuracy_points_low"] > 0
+
+
+def test_a_variant_run_on_other_folds_is_refused():
+    held = cv_predictions()
+    held = held[held.part == HELD_OUT]
+    with pytest.raises(ValueError, match="other folds or seeds"):
+        paired_cv_differences(held, {"short": held[held.seed == 0]}, n_resamples=10)

@@ -47,6 +47,39 @@ def fold_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def resampled_means(held_out: dict[str, pd.DataFrame], n_resamples: int) -> dict:
+    """For each named set of runs (its held-out predictions): the mean over runs of each run's
+    metric, and that mean on every cluster-bootstrap resample. All sets are scored on the same
+    draws of near-duplicate groups, so two recipes over the same folds can be compared pair by
+    pair. Returns {name: (point {metric: value}, samples {metric: array over resamples})}."""
+    every = pd.concat(held_out.values())
+    code_of = {g: i for i, g in enumerate(pd.unique(every.near_duplicate_group))}
+    runs = {
+        name: [
+            (
+                run.label.to_numpy(),
+                (run.prob_covid.to_numpy() >= 0.5).astype(int),
+                run.prob_covid.to_numpy(),
+                run.near_duplicate_group.map(code_of).to_numpy(),
+            )
+            for _, run in frame.groupby(["fold", "seed"], sort=True)
+        ]
+        for name, frame in held_out.items()
+    }
+    result = {}
+    for name, per_run in runs.items():
+        whole = [weighted_scores(y, p, s, np.ones(len(y))) for y, p, s, _ in per_run]
+        point = {m: float(np.mean([w[m] for w in whole])) for m in BOOTSTRAP_METRICS}
+        samples = {m: [] for m in BOOTSTRAP_METRICS}
+        # The same seed for every set: the same draws of groups.
+        for weight in group_resampling_weights(np.arange(len(code_of)), n_resamples, seed=0):
+            scores = [weighted_scores(y, p, s, weight[g]) for y, p, s, g in per_run]
+            for m in BOOTSTRAP_METRICS:
+                samples[m].append(np.nanmean([sc[m] for sc in scores]))
+        result[name] = (point, {m: np.asarray(v) for m, v in samples.items()})
+    return result
+
+
 def headline(predictions: pd.DataFrame, n_resamples: int = 1000, level: float = 0.95) -> dict:
     """The protocol's headline from every run's predictions (columns fold, seed, part, label,
     prob_covid, near_duplicate_group).
@@ -57,34 +90,18 @@ def headline(predictions: pd.DataFrame, n_resamples: int = 1000, level: float = 
     mean probability of all fold models.
     """
     held = predictions[predictions.part == HELD_OUT]
-    runs = [run for _, run in held.groupby(["fold", "seed"], sort=True)]
-    codes = pd.factorize(held.near_duplicate_group)[0]
-    per_run = [
-        (
-            run.label.to_numpy(),
-            (run.prob_covid.to_numpy() >= 0.5).astype(int),
-            run.prob_covid.to_numpy(),
-            codes[held.index.get_indexer(run.index)],
+    point, samples = resampled_means({"cv": held}, n_resamples)["cv"]
+    per_run = held.groupby(["fold", "seed"]).apply(
+        lambda run: pd.Series(
+            weighted_scores(
+                run.label.to_numpy(),
+                (run.prob_covid.to_numpy() >= 0.5).astype(int),
+                run.prob_covid.to_numpy(),
+                np.ones(len(run)),
+            )
         )
-        for run in runs
-    ]
-    whole = [weighted_scores(y, p, s, np.ones(len(y))) for y, p, s, _ in per_run]
-    point = {m: float(np.mean([w[m] for w in whole])) for m in BOOTSTRAP_METRICS}
-    samples = {m: [] for m in BOOTSTRAP_METRICS}
-    # One draw of groups over all non-test images, scored by every run on its own fold.
-    for weight in group_resampling_weights(np.unique(codes), n_resamples, seed=0):
-        scores = [
-            weighted_scores(y, p, s, weight[g]) for y, p, s, g in per_run if weight[g].sum() > 0
-        ]
-        for m in BOOTSTRAP_METRICS:
-            values = [sc[m] for sc in scores if not np.isnan(sc[m])]
-            if values:
-                samples[m].append(np.mean(values))
-    seed_means = (
-        pd.DataFrame([{"seed": run.seed.iloc[0], **w} for run, w in zip(runs, whole, strict=True)])
-        .groupby("seed")[list(BOOTSTRAP_METRICS)]
-        .mean()
     )
+    seed_means = per_run.groupby("seed").mean()
     result = {
         "folds": int(held.fold.nunique()),
         "seeds": sorted(int(s) for s in held.seed.unique()),
@@ -97,12 +114,44 @@ def headline(predictions: pd.DataFrame, n_resamples: int = 1000, level: float = 
             for m in BOOTSTRAP_METRICS
         },
         "fold_sd": {
-            m: float(np.std([w[m] for w in whole], ddof=1)) if len(whole) > 1 else float("nan")
+            m: float(per_run[m].std(ddof=1)) if len(per_run) > 1 else float("nan")
             for m in BOOTSTRAP_METRICS
         },
     }
     result.update(ensemble_test(predictions[predictions.part == TEST], n_resamples, level))
     return result
+
+
+def paired_cv_differences(
+    final: pd.DataFrame, variants: dict[str, pd.DataFrame], n_resamples: int, level: float = 0.95
+) -> pd.DataFrame:
+    """Each ablation variant against the final recipe over the same folds and seeds: the
+    cross-validation means, their difference in points (final minus variant) with a paired
+    cluster-bootstrap interval, and whether that interval leaves out zero."""
+    for name, frame in variants.items():
+        runs = set(zip(frame.fold, frame.seed, strict=True))
+        if runs != set(zip(final.fold, final.seed, strict=True)):
+            raise ValueError(f"ablation variant {name} ran other folds or seeds than the final")
+    scored = resampled_means({"final model": final, **variants}, n_resamples)
+    base_point, base_samples = scored["final model"]
+    rows = [{"variant": "final model", **{f"cv_{m}": v for m, v in base_point.items()}}]
+    for name in variants:
+        point, samples = scored[name]
+        row = {"variant": name, **{f"cv_{m}": v for m, v in point.items()}}
+        for m in ("accuracy", "mcc"):
+            low, high = percentile_interval(100 * (base_samples[m] - samples[m]), level)
+            row.update(
+                {
+                    f"{m}_points": 100 * (base_point[m] - point[m]),
+                    f"{m}_points_low": low,
+                    f"{m}_points_high": high,
+                }
+            )
+        row["distinguishable"] = bool(
+            row["accuracy_points_low"] > 0 or row["accuracy_points_high"] < 0
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def ensemble_test(test: pd.DataFrame, n_resamples: int, level: float) -> dict:

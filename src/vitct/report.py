@@ -190,6 +190,9 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         cv_rows=_cv_rows(cv) if cv else [],
         cv_folds=_table(pd.read_csv(inputs["cv_folds"], sep="\t"), index=False) if cv else "",
         cv_figure=embed_png(inputs["cv_figure"]) if cv else "",
+        cv_ablation=_table(pd.read_csv(inputs["cv_ablation"], sep="\t"), index=False)
+        if "cv_ablation" in inputs
+        else "",
         ablation_figure=embed_png(inputs["ablation_figure"]) if ablation else "",
         metrics=metrics,
         figures={

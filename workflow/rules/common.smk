@@ -234,15 +234,44 @@ def cv_pretraining(wildcards):
     return pretraining_file(f"cv/seed{wildcards.seed}", cv_overrides(wildcards))
 
 
+# The ablation's variants over the same folds and seeds.
+ABLATION_CV_RUN = f"{RESULTS}/ablation/{{variant}}/cv/fold{{fold}}_seed{{seed}}"
+ABLATION_CV_PREDICTIONS = [
+    f"{RESULTS}/ablation/{variant}/cv/fold{fold}_seed{seed}/predictions.tsv"
+    for variant in config["ablation"]["variants"]
+    for fold, seed in zip(CV_RUNS["fold"], CV_RUNS["seed"])
+    if config["ablation"]["cross_validate"]
+]
+
+
+def variant_cv_overrides(wildcards):
+    """An ablation variant's overrides with the cross-validation run's training seed."""
+    return {**ablation_overrides(wildcards), "seed": int(wildcards.seed)}
+
+
+def variant_cv_pretraining(wildcards):
+    """The seed's pretraining of the final recipe when the variant leaves it as it is, else
+    the variant's own for that seed; none when the variant does not pretrain."""
+    variant = config["ablation"]["variants"][wildcards.variant]
+    owner = f"ablation/{wildcards.variant}/cv/seed{wildcards.seed}"
+    if shares_final_pretraining(variant):
+        owner = f"cv/seed{wildcards.seed}"
+    return pretraining_file(owner, variant_cv_overrides(wildcards))
+
+
 def cv_outputs(wildcards):
-    """The cross-validation headline, tables and figure for the report, none without folds."""
+    """The cross-validation headline, tables and figure for the report (and the ablation over
+    the folds when there are variants), none without folds."""
     if not config["evaluation"]["folds"]:
         return {}
-    return {
+    outputs = {
         "cv_headline": f"{RESULTS}/cv/headline.json",
         "cv_folds": f"{RESULTS}/cv/folds_summary.tsv",
         "cv_figure": f"{RESULTS}/cv/runs.png",
     }
+    if ABLATION_CV_PREDICTIONS:
+        outputs["cv_ablation"] = f"{RESULTS}/ablation/cv_ablation.tsv"
+    return outputs
 
 
 wildcard_constraints:

@@ -119,3 +119,85 @@ rule cv_summary:
         bootstrap=config["evaluation"]["bootstrap"],
     script:
         "../scripts/cv_summary.py"
+
+
+# The ablation over the same folds and seeds: each variant's recipe cross-validated as the
+# final one is, so its difference from the final recipe is paired over the repeats.
+use rule pretrain_cv as pretrain_ablation_cv with:
+    input:
+        cache=variant_images,
+        split=rules.split_manifest.output.split,
+        best=rules.aggregate_sweep.output.best,
+        code=TRAINING_CODE,
+    output:
+        pretrained=f"{RESULTS}/ablation/{{variant}}/cv/seed{{seed}}/pretrained.pt",
+    log:
+        f"{LOGS}/ablation/cv/pretrain_{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/ablation/cv/pretrain_{{variant}}_seed{{seed}}.tsv"
+    params:
+        settings=lambda wildcards: pretraining_settings(
+            config, variant_cv_overrides(wildcards)
+        ),
+
+
+use rule train_cv as train_ablation_cv with:
+    input:
+        cache=variant_images,
+        split=rules.assign_folds.output.folds,
+        best=rules.aggregate_sweep.output.best,
+        pretrained=variant_cv_pretraining,
+        code=TRAINING_CODE + package_files("artifact", "folds"),
+    output:
+        model=f"{ABLATION_CV_RUN}/model.safetensors",
+        metrics=f"{ABLATION_CV_RUN}/train_metrics.json",
+        history=f"{ABLATION_CV_RUN}/history.tsv",
+        curves=f"{ABLATION_CV_RUN}/curves.png",
+    log:
+        f"{LOGS}/ablation/cv/train_{{variant}}_fold{{fold}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/ablation/cv/train_{{variant}}_fold{{fold}}_seed{{seed}}.tsv"
+    params:
+        base={key: config[key] for key in ("model", "training", "preprocess")},
+        overrides=variant_cv_overrides,
+        fold=lambda wildcards: int(wildcards.fold),
+
+
+use rule evaluate_cv as evaluate_ablation_cv with:
+    input:
+        model=rules.train_ablation_cv.output.model,
+        train_metrics=rules.train_ablation_cv.output.metrics,
+        cache=variant_images,
+        folds=rules.assign_folds.output.folds,
+        code=rules.evaluate_cv.input.code,
+    output:
+        metrics=f"{ABLATION_CV_RUN}/metrics.json",
+        predictions=f"{ABLATION_CV_RUN}/predictions.tsv",
+    log:
+        f"{LOGS}/ablation/cv/evaluate_{{variant}}_fold{{fold}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/ablation/cv/evaluate_{{variant}}_fold{{fold}}_seed{{seed}}.tsv"
+
+
+rule cv_ablation_table:
+    input:
+        final=expand(f"{CV_RUN}/predictions.tsv", zip, **CV_RUNS),
+        variants=ABLATION_CV_PREDICTIONS,
+        code=package_files("crossval", "metrics"),
+    output:
+        table=report(
+            f"{RESULTS}/ablation/cv_ablation.tsv",
+            caption="../report/cv_ablation.rst",
+            category="Ablation",
+        ),
+    log:
+        f"{LOGS}/cv_ablation_table.log",
+    benchmark:
+        f"{BENCH}/cv_ablation_table.tsv"
+    conda:
+        ENV
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+        variants=list(VARIANTS),
+    script:
+        "../scripts/cv_ablation_table.py"

@@ -12,7 +12,7 @@ def job_settings(job):
     name = job.rule.name
     if name == "train_sweep":
         return sweep_settings(job.wildcards)
-    if name.endswith("_ablation"):
+    if "ablation" in name:  # the ablation's own runs and its cross-validation runs
         return run_settings(config, ablation_overrides(job.wildcards))
     return run_settings(config, config["final"]["overrides"])
 
