@@ -167,6 +167,10 @@ def test_cross_validation_runs_every_fold_and_seed_and_scores_the_baselines_on_t
     assert low <= headline["cv"]["accuracy"] <= high
     assert headline["seeds"] == [0, 1] and headline["folds"] == 2
     assert {"nearest_neighbour", "grey_histogram"} <= headline["baselines"].keys()
+    ablation = pd.read_csv(demo_run / "results/ablation/cv_ablation.tsv", sep="\t")
+    assert list(ablation.variant) == ["final model", "no_augmentation"]
+    assert ablation.cv_accuracy[0] == pytest.approx(headline["cv"]["accuracy"])
+    assert {"accuracy_points_low", "accuracy_points_high", "distinguishable"} <= set(ablation)
     intervals = json.loads((demo_run / "results/final/metrics.json").read_text())
     assert intervals["ci95_resamples"] == "near-duplicate groups (cluster bootstrap)"
 
@@ -180,6 +184,8 @@ def test_adding_a_seed_trains_only_the_new_runs_and_new_folds_only_cross_validat
             demo_run, {**config, "evaluation": {**config["evaluation"], "seeds": [0, 1, 2]}}
         )
         new_runs = {"pretrain_cv": 1, "train_cv": 2, "evaluate_cv": 2, "cv_summary": 1}
+        # the ablation's variant over the new runs too
+        new_runs.update({"train_ablation_cv": 2, "evaluate_ablation_cv": 2, "cv_ablation_table": 1})
         new_runs.update({"report": 1, "all": 1})
         assert jobs_to_run(demo_run) == new_runs
         write_config(demo_run, {**config, "evaluation": {**config["evaluation"], "folds": 3}})
@@ -189,6 +195,9 @@ def test_adding_a_seed_trains_only_the_new_runs_and_new_folds_only_cross_validat
             "train_cv": 6,
             "evaluate_cv": 6,
             "cv_summary": 1,
+            "train_ablation_cv": 6,
+            "evaluate_ablation_cv": 6,
+            "cv_ablation_table": 1,
             "report": 1,
             "all": 1,
         }
