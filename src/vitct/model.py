@@ -150,6 +150,11 @@ class ViT(nn.Module):
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
         self.apply(_init_weights)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that weight decay leaves alone besides biases and norms (timm's hook):
+        pulling position embeddings or the class token towards zero only erases them."""
+        return {"pos_embed", "cls_token"}
+
     def encode(self, x: torch.Tensor, return_attention: bool = False, masked=None):
         """Normalised output tokens (B, N, D) and the per-layer attention weights (or Nones).
 

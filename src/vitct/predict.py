@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vitct.artifact import load_artifact
 from vitct.data import CLASS_NAMES, load_grey
-from vitct.train import predict_proba
+from vitct.inference import predict_proba
 
 # A CT slice is about 512x512 pixels. A header claiming more than 50 megapixels (7000x7000) is a
 # decompression bomb (a small file that expands to gigabytes in memory), not a slice: refuse it.

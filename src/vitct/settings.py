@@ -4,10 +4,25 @@ Snakefile can check a config quickly)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Self
+
+
+class _Settings:
+    """The dict conversion both settings classes share."""
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Self:
+        """Take the keys that belong to this class and ignore the rest (the model's settings
+        and the training's come from one dict)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
-class ViTConfig:
+class ViTConfig(_Settings):
     image_size: int = 64
     in_channels: int = 1
     num_classes: int = 2
@@ -45,26 +60,20 @@ class ViTConfig:
         if self.pooling not in ("cls", "mean", "seq"):
             raise ValueError(f"pooling must be 'cls', 'mean' or 'seq', not {self.pooling!r}")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> ViTConfig:
-        """Take the keys that belong to the model and ignore the rest (training keys)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Settings):
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
+    # Decay weight matrices only, not biases, norms, position embeddings or tokens (as nanoGPT
+    # and timm do); False decays every parameter.
+    selective_weight_decay: bool = True
     warmup_epochs: int = 2
     lr_schedule: str = "cosine"  # after warm-up: "cosine" decay to 0, or "constant"
     label_smoothing: float = 0.0
@@ -101,11 +110,6 @@ class TrainConfig:
                 "pretraining needs patches to see and patches to redraw"
             )
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
 
 # The training settings that shape masked-image pretraining. With every model setting they define
 # it: runs that agree on them (say the final model and an ablation variant that only drops label
@@ -115,6 +119,7 @@ PRETRAINING_KEYS = (
     "mask_ratio",
     "lr",
     "weight_decay",
+    "selective_weight_decay",
     "batch_size",
     "grad_clip",
     "seed",
