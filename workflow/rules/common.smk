@@ -58,6 +58,7 @@ TRAINING_CODE = package_files(
     "pretrain",
     "optim",
     "checkpoint",
+    "inference",
 )
 
 GRID = config["sweep"]["grid"]

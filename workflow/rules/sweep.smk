@@ -2,7 +2,9 @@ rule train_sweep:
     input:
         cache=SWEEP_IMAGES,
         split=rules.split_manifest.output.split,
-        code=TRAINING_CODE,
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
+        code=TRAINING_CODE + package_files("artifact"),
     output:
         metrics=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/metrics.json",
         history=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/history.tsv",
@@ -13,6 +15,7 @@ rule train_sweep:
             subcategory="Training curves",
         ),
         model=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/model.safetensors",
+        model_config=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/model_config.json",
     log:
         f"{LOGS}/sweep/{paramspace.wildcard_pattern}.log",
     benchmark:
@@ -24,6 +27,7 @@ rule train_sweep:
         mem_mb=config["sweep"]["mem_mb"],
         runtime=config["sweep"]["runtime"],
     params:
+        tuned=False,  # one grid combination's settings, not the best one's
         settings=sweep_settings,
         swept=combination,
     script:
