@@ -40,7 +40,8 @@ def test_headline_puts_the_vit_with_intervals_beside_both_baselines_on_its_split
 def test_summary_markdown_is_one_table_under_its_source_line():
     receipt = {"real_data": True, "origin": "Kaggle x/y", "counts": {"COVID": 1252, "non-COVID": 5}}
     source = source_line(receipt, 100, "grouped")
-    assert "100 images (grouped split) of Kaggle x/y (real CT data; 1,252 COVID" in source
+    assert source.startswith("100 test images (grouped split) of 1,257 real CT slices (1,252 COVID")
+    assert "Kaggle x/y" in source
     lines = summary_markdown(headline_rows(METRICS, BASELINES, "grouped", 1), source).splitlines()
     assert lines[0] == source and lines[1] == ""
     table = lines[2:]

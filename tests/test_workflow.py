@@ -83,7 +83,7 @@ def test_report_says_it_is_demo_data_and_embeds_its_figures(demo_run: Path):
 def test_report_opens_with_the_headline_that_summary_md_holds(demo_run: Path):
     html = (demo_run / "results/report.html").read_text()
     summary = (demo_run / "results/summary.md").read_text().splitlines()
-    assert "DEMO data, synthetic" in summary[0]
+    assert "synthetic demo slices, NOT real CT data" in summary[0]
     rows = [line.split(" | ")[0].strip("| ") for line in summary[4:]]
     assert rows[0].startswith("ViT, final model") and rows[1].startswith("1-NN") and len(rows) == 3
     first_screen = html[: html.index("<h2>Test metrics</h2>")]  # before any detail

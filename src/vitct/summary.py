@@ -42,14 +42,16 @@ def headline_rows(metrics: dict, baselines: dict, strategy: str, parameters: int
 
 
 def source_line(receipt: dict, n_test: int, strategy: str) -> str:
-    """On what: the data source, how many images, which test split."""
+    """On what: how many test images, of which data, split how."""
     counts = receipt.get("counts", {})
     per_class = ", ".join(f"{n:,} {name}" for name, n in counts.items())
-    kind = "real CT data" if receipt.get("real_data") else "DEMO data, synthetic, not real CT"
+    if receipt.get("real_data"):
+        data = f"real CT slices ({per_class}; {receipt.get('origin', 'origin unknown')})"
+    else:
+        data = f"synthetic demo slices, NOT real CT data ({per_class})"
     return (
-        f"Test split of {n_test:,} images ({strategy} split) of {receipt.get('origin', '?')} "
-        f"({kind}; {per_class}); COVID is the positive class; 95% percentile-bootstrap "
-        "intervals over the test images."
+        f"{n_test:,} test images ({strategy} split) of {sum(counts.values()):,} {data}; COVID is "
+        "the positive class; 95% percentile-bootstrap intervals over the test images."
     )
 
 
