@@ -87,7 +87,9 @@ def benchmark_table(folder: str | Path) -> pd.DataFrame:
 
 def _table(frame: pd.DataFrame, **kw) -> str:
     """An HTML table in a box of its own that scrolls sideways when the table is wider than the
-    page, so the page itself never does."""
+    page, so the page itself never does. Column names are shown with spaces for underscores,
+    so that a header can wrap between words."""
+    frame = frame.rename(columns=lambda name: str(name).replace("_", " "))
     html = frame.to_html(classes="table", border=0, float_format=lambda v: f"{v:.4g}", **kw)
     return f'<div class="scroll">{html}</div>'
 
