@@ -4,7 +4,7 @@ rule train_sweep:
         split=rules.split_manifest.output.split,
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
-        code=TRAINING_CODE + package_files("artifact"),
+        code=TRAINING_CODE,
     output:
         metrics=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/metrics.json",
         history=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/history.tsv",
