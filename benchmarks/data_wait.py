@@ -22,6 +22,7 @@ import time
 from common import demo_cache
 
 import vitct.train as training
+from vitct.inference import configure_threads
 from vitct.settings import TrainConfig, ViTConfig
 
 
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-per-class", type=int, default=980)
     args = parser.parse_args()
-    training.configure_threads(args.threads)
+    configure_threads(args.threads)
     cache = demo_cache(args.n_per_class, args.image_size)
     print(
         f"one grid job per patch: {args.image_size}px, {args.epochs} epochs, "

@@ -21,9 +21,10 @@ import time
 
 from common import demo_cache, folder_cache
 
+from vitct.inference import configure_threads, predict_proba
 from vitct.metrics import binary_metrics
 from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import configure_threads, predict_proba, train
+from vitct.train import train
 
 PLACEMENTS = ("vitct", "study")
 

@@ -11,6 +11,7 @@ from conftest import REPO, TINY_CONFIG, snakemake, tiny_config
 
 from vitct.config import ConfigError, check, schema_problems, type_command_line_text
 from vitct.overlays import remove_nulled_keys
+from vitct.settings import TrainConfig, ViTConfig
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -329,3 +330,12 @@ def test_sections_of_the_wrong_shape_are_left_for_the_schema_to_report():
     assert "sweep: 'abc' is not of type 'object'" in problems
     assert "final: ['x'] is not of type 'object'" in problems
     assert "ablation.variants: 'y' is not of type 'object'" in problems
+
+
+@pytest.mark.parametrize("settings_class", [ViTConfig, TrainConfig])
+def test_settings_round_trip_through_one_dict_and_ignore_the_other_class_keys(settings_class):
+    changed = {"dropout": 0.3} if settings_class is ViTConfig else {"lr": 0.01}
+    both = {**ViTConfig().to_dict(), **TrainConfig().to_dict(), **changed}
+    settings = settings_class.from_dict(both)
+    assert settings == settings_class(**changed)
+    assert settings_class.from_dict(settings.to_dict()) == settings

@@ -15,7 +15,7 @@ from PIL import Image
 from vitct.data import load_grey
 from vitct.folds import TEST_FOLD, assign_folds
 from vitct.manifest import build_manifest
-from vitct.neighbours import THUMBNAIL_SIZE, near_duplicate_groups
+from vitct.neighbours import THUMBNAIL_SIZE, near_duplicate_groups, nearest_seen
 from vitct.split import assign_splits
 
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -86,6 +86,19 @@ def test_chains_of_near_duplicates_form_one_group():
     groups = near_duplicate_groups(thumbs, threshold=0.95)
     assert len(set(groups[:4])) == 1
     assert len(set(groups[4:])) == 3 and not set(groups[4:]) & {groups[0]}
+
+
+def test_nearest_seen_names_each_test_images_closest_seen_image():
+    rng = np.random.default_rng(1)
+    seen = rng.integers(0, 256, size=(3, 8, 8), dtype=np.uint8)
+    test = np.stack([seen[2], 255 - seen[0]])  # a copy of seen image 2, an inverted one
+    paths = np.array(["s0", "s1", "s2", "t0", "t1"])
+    cache = {"thumbnails": np.concatenate([seen, test]), "paths": paths}
+    table = pd.DataFrame({"path": paths, "split": ["train", "val", "train", "test", "test"]})
+    found = nearest_seen(cache, table, "split")
+    assert list(found.seen) == [0, 1, 2] and list(found.test) == [3, 4]
+    assert found.nearest[0] == 2 and found.similarity[0] == pytest.approx(1.0)
+    assert found.similarity[1] < 0.5
 
 
 def test_grouped_split_keeps_stratification_roughly():

@@ -420,3 +420,14 @@ def test_predict_rule_classifies_a_configured_folder(demo_run, tmp_path):
     unknown = snakemake(workdir, "results/predictions/other.csv", check=False)
     assert unknown.returncode != 0
     assert "predict.inputs has no entry 'other'" in unknown.stdout + unknown.stderr
+
+
+@pytest.mark.parametrize("module", ["vitct.predict", "vitct.inference", "vitct.attention"])
+def test_inference_does_not_import_the_training_loop(module):
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print('vitct.train' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert loaded == "False", f"importing {module} imports vitct.train"

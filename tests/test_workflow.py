@@ -26,6 +26,7 @@ def test_every_contracted_output_exists(demo_run: Path):
     results = demo_run / "results"
     for name in (
         "report.html",
+        "summary.md",
         "sweep/summary.tsv",
         "sweep/best_params.json",
         "sweep/grid.png",
@@ -93,6 +94,18 @@ def test_report_says_it_is_demo_data_and_embeds_its_figures(demo_run: Path):
         "locked test: ensemble of the fold models",
     ):
         assert section in html
+
+
+def test_report_opens_with_the_headline_that_summary_md_holds(demo_run: Path):
+    html = (demo_run / "results/report.html").read_text()
+    summary = (demo_run / "results/summary.md").read_text().splitlines()
+    assert "synthetic demo slices, NOT real CT data" in summary[0]
+    rows = [line.split(" | ")[0].strip("| ") for line in summary[4:]]
+    assert rows[0].startswith("ViT, final model") and rows[1].startswith("1-NN") and len(rows) == 3
+    first_screen = html[: html.index("<h2>Test metrics</h2>")]  # before any detail
+    accuracy = summary[4].split(" | ")[1]  # the ViT's accuracy with its interval
+    assert "How good is it, on what, compared with what" in first_screen
+    assert accuracy in first_screen and "grey-level histograms" in first_screen
 
 
 def test_both_baselines_are_scored_under_both_split_strategies(demo_run: Path):

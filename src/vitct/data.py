@@ -1,7 +1,9 @@
 """Image decoding and the preprocessed array cache that every training job reads.
 
 One function turns a file into model input (`load_grey`), used by preprocessing, evaluation and
-prediction alike, so the model sees the same pixels everywhere.
+prediction alike, so the model sees the same pixels everywhere. It decodes with PIL, not
+torchvision.io: the model file records PIL's grey conversion as its preprocessing, and
+torchvision's grey weights and rounding differ from it.
 """
 
 from __future__ import annotations

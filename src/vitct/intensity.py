@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from vitct.data import load_cache, rows_of
-from vitct.neighbours import score_test_subsets
+from vitct.neighbours import SeenNeighbours, score_test_subsets
 
 HISTOGRAM_BINS = 32
 
@@ -37,13 +37,16 @@ def load_histograms(path, paths) -> np.ndarray:
 
 
 def histogram_baseline(
-    histograms: np.ndarray, labels: np.ndarray, neighbours: tuple, threshold: float, seed: int
+    histograms: np.ndarray,
+    labels: np.ndarray,
+    neighbours: SeenNeighbours,
+    threshold: float,
+    seed: int,
 ) -> dict:
     """Gradient boosting on grey-level histograms (one row per cached image), fitted on
     train+val, scored on test, overall and on the test images with no near-duplicate seen (as
-    the 1-NN baseline); `neighbours` is what neighbours.test_neighbours returned for the split."""
-    seen, test, _, similarity = neighbours
+    the 1-NN baseline); `neighbours` is what neighbours.nearest_seen returned for the split."""
     model = HistGradientBoostingClassifier(random_state=seed)
-    model.fit(histograms[seen], labels[seen])
-    prob = model.predict_proba(histograms[test])[:, 1]
-    return score_test_subsets(labels[test], prob, similarity, threshold)
+    model.fit(histograms[neighbours.seen], labels[neighbours.seen])
+    prob = model.predict_proba(histograms[neighbours.test])[:, 1]
+    return score_test_subsets(labels[neighbours.test], prob, neighbours.similarity, threshold)

@@ -7,6 +7,8 @@ and unit norm), compared by cosine similarity.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
@@ -60,15 +62,22 @@ def nearest_train(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.n
     return idx, sim[np.arange(len(test)), idx]
 
 
-def test_neighbours(cache: dict, table: pd.DataFrame, split_column: str):
-    """Nearest seen (train or validation) thumbnail of every test image, in split-table order.
+class SeenNeighbours(NamedTuple):
+    """The nearest seen (train or validation) image of every test image of one split."""
 
-    Returns (seen rows, test rows, index into seen rows, cosine similarity)."""
+    seen: np.ndarray  # cache rows of the seen images
+    test: np.ndarray  # cache rows of the test images, in split-table order
+    nearest: np.ndarray  # for each test image, its nearest seen image (an index into `seen`)
+    similarity: np.ndarray  # the cosine similarity of their thumbnails
+
+
+def nearest_seen(cache: dict, table: pd.DataFrame, split_column: str) -> SeenNeighbours:
+    """Nearest seen (train or validation) thumbnail of every test image, in split-table order."""
     is_test = table[split_column] == "test"
     seen = rows_of(cache["paths"], table.path[~is_test].tolist(), "the image cache")
     test = rows_of(cache["paths"], table.path[is_test].tolist(), "the image cache")
-    idx, similarity = nearest_train(cache["thumbnails"][seen], cache["thumbnails"][test])
-    return seen, test, idx, similarity
+    nearest, similarity = nearest_train(cache["thumbnails"][seen], cache["thumbnails"][test])
+    return SeenNeighbours(seen, test, nearest, similarity)
 
 
 def score_test_subsets(truth, predicted, similarity: np.ndarray, threshold: float) -> dict:
@@ -87,14 +96,14 @@ def score_test_subsets(truth, predicted, similarity: np.ndarray, threshold: floa
     }
 
 
-def pixel_baseline(cache: dict, neighbours: tuple, threshold: float) -> dict:
+def pixel_baseline(cache: dict, neighbours: SeenNeighbours, threshold: float) -> dict:
     """1-nearest-neighbour on thumbnails, fitted on train+val, scored on test; `neighbours` is
-    what test_neighbours returned for the split.
+    what nearest_seen returned for the split.
 
     It can only memorise, so where it scores high the test set shares near-identical slices
     with the training set. Also reported: the share of test images that have such a slice, and
     the baseline's metrics on the test images that have none.
     """
-    seen, test, idx, similarity = neighbours
-    predicted = cache["y"][seen][idx].astype(float)
-    return score_test_subsets(cache["y"][test], predicted, similarity, threshold)
+    predicted = cache["y"][neighbours.seen][neighbours.nearest].astype(float)
+    truth = cache["y"][neighbours.test]
+    return score_test_subsets(truth, predicted, neighbours.similarity, threshold)

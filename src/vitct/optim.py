@@ -1,5 +1,5 @@
-"""What training and pretraining share: the optimisation step, the learning-rate schedule and
-the time-left stamp of their epoch logs."""
+"""What training and pretraining share: the optimiser's parameter groups, the optimisation step,
+the learning-rate schedule and the time-left stamp of their epoch logs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,23 @@ from tqdm import tqdm
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, selective: bool = True):
+    """AdamW's parameters. With `selective` (nanoGPT's configure_optimizers, timm's
+    no_weight_decay), weight decay reaches weight matrices and conv kernels only: biases and norm
+    scales (fewer than two dimensions) and the names in the model's no_weight_decay() (position
+    embeddings, tokens) are not pulled towards zero. Without it, every parameter decays."""
+    if not selective:
+        return model.parameters()
+    exempt = getattr(model, "no_weight_decay", set)()
+    decay, keep = [], []
+    for name, parameter in model.named_parameters():
+        (keep if parameter.ndim < 2 or name in exempt else decay).append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": keep, "weight_decay": 0.0},
+    ]
 
 
 def warmup_cosine(optimizer, warmup: int, total: int, constant: bool = False):

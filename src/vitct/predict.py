@@ -26,8 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from vitct.artifact import load_artifact
 from vitct.data import CLASS_NAMES, ImagePolicyError, load_grey
+from vitct.inference import predict_proba
 from vitct.outputs import write_text
-from vitct.train import predict_proba
 
 MAX_DOWNLOAD_BYTES = 64 * 2**20  # a CT slice PNG is well under 1 MiB
 DOWNLOAD_TIMEOUT = 30.0  # seconds for one whole download

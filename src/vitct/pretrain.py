@@ -26,7 +26,7 @@ from vitct.batches import augment
 from vitct.checkpoint import load_checkpoint, loop_state, restore_loop_state, save_atomically
 from vitct.data import normalise
 from vitct.model import ViT
-from vitct.optim import optimisation_step, time_left, warmup_cosine
+from vitct.optim import optimisation_step, parameter_groups, time_left, warmup_cosine
 from vitct.settings import TrainConfig
 
 log = logging.getLogger("vitct.pretrain")
@@ -71,6 +71,9 @@ class MaskedImageModel(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.predict = nn.Linear(cfg.embed_dim, cfg.in_channels * cfg.patch_size**2)
 
+    def no_weight_decay(self) -> set[str]:
+        return {"mask_token"} | {f"vit.{name}" for name in self.vit.no_weight_decay()}
+
     def loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         tokens, _ = self.vit.encode(
             hide_patches(x, mask, self.patch), masked=(mask, self.mask_token)
@@ -97,14 +100,18 @@ def pretrain(
     With `resume_path`, a checkpoint is written there after every epoch, and one that the run
     `run_id` wrote is resumed: the result equals an uninterrupted run's.
 
-    AdamW with the training run's learning rate, weight decay and clipping, warm-up over the
-    first 5% of steps and cosine decay. The scans are always augmented here (the training
-    run's affine, flip and intensity settings), even when the supervised epochs are not:
-    redrawing a patch of the same view again and again teaches little.
+    AdamW with the training run's learning rate, weight decay (and its exemptions) and clipping,
+    warm-up over the first 5% of steps and cosine decay. The scans are always augmented here
+    (the training run's affine, flip and intensity settings), even when the supervised epochs
+    are not: redrawing a patch of the same view again and again teaches little.
     """
     device = next(vit.parameters()).device
     mim = MaskedImageModel(vit).to(device)
-    optimizer = torch.optim.AdamW(mim.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(mim, cfg.weight_decay, cfg.selective_weight_decay),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
     images = torch.as_tensor(images)
     steps = math.ceil(len(images) / cfg.batch_size)
     total = cfg.pretrain_epochs * steps

@@ -15,11 +15,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from vitct.manifest import colour_mode_table
 from vitct.split import split_summary
+from vitct.summary import headline_rows, source_line
 
 PACKAGES = (
     "vitct",
     "torch",
-    "torchvision",
     "numpy",
     "pandas",
     "scikit-learn",
@@ -38,7 +38,7 @@ SWEEP_COLUMNS = [
     "best_epoch",
     "parameters",
 ]
-HEADLINE = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
+TEST_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
 
 
 def embed_png(path: str | Path) -> str:
@@ -86,7 +86,25 @@ def benchmark_table(folder: str | Path) -> pd.DataFrame:
 
 
 def _table(frame: pd.DataFrame, **kw) -> str:
-    return frame.to_html(classes="table", border=0, float_format=lambda v: f"{v:.4g}", **kw)
+    """An HTML table in a box of its own that scrolls sideways when the table is wider than the
+    page, so the page itself never does. Column names are shown with spaces for underscores,
+    so that a header can wrap between words."""
+    frame = frame.rename(columns=lambda name: str(name).replace("_", " "))
+    html = frame.to_html(classes="table", border=0, float_format=lambda v: f"{v:.4g}", **kw)
+    return f'<div class="scroll">{html}</div>'
+
+
+def _json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def headline(inputs: dict, config: dict) -> tuple[list[dict], str]:
+    """The report's first table (the ViT beside both baselines) and the line on its data."""
+    metrics = _json(inputs["metrics"])
+    strategy = config["split"]["strategy"]
+    parameters = _json(inputs["train_metrics"])["parameters"]
+    rows = headline_rows(metrics, _json(inputs["baselines"]), strategy, parameters)
+    return rows, source_line(_json(inputs["receipt"]), metrics["n"], strategy)
 
 
 def _strategy_table(baselines: dict) -> str:
@@ -136,28 +154,29 @@ def _versus_baselines(metrics: dict, baselines: dict, strategy: str) -> list[dic
 
 
 def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: str | Path) -> str:
-    receipt = json.loads(Path(inputs["receipt"]).read_text())
+    receipt = _json(inputs["receipt"])
     manifest = pd.read_csv(inputs["manifest"], sep="\t", keep_default_na=False)
     rejects = pd.read_csv(inputs["rejects"], sep="\t", keep_default_na=False)
     split = pd.read_csv(inputs["split"], sep="\t", keep_default_na=False)
     summary = pd.read_csv(inputs["summary"], sep="\t")
-    best = json.loads(Path(inputs["best"]).read_text())
-    metrics = json.loads(Path(inputs["metrics"]).read_text())
-    train_metrics = json.loads(Path(inputs["train_metrics"]).read_text())
+    best = _json(inputs["best"])
+    metrics = _json(inputs["metrics"])
+    train_metrics = _json(inputs["train_metrics"])
     metric_col = best["selection_metric"]
     summary = summary.sort_values(metric_col, ascending=False)
     params = list(best["params"])
     bench = benchmark_table(benchmarks)
-    baselines = json.loads(Path(inputs["baselines"]).read_text())
+    baselines = _json(inputs["baselines"])
+    summary_rows, source = headline(inputs, config)
     ci = metrics.get("ci95", {})
-    headline = pd.DataFrame(
+    test_metrics = pd.DataFrame(
         [
             {
                 "metric": m,
                 "value": metrics[m],
                 "95% CI": "[{:.3f}, {:.3f}]".format(*ci[m]) if m in ci else "",
             }
-            for m in HEADLINE
+            for m in TEST_METRICS
         ]
     )
     ablation = ""
@@ -184,7 +203,9 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         final_parameters=train_metrics["parameters"],
         best_epoch=train_metrics["best_epoch"],
         epochs_run=train_metrics["epochs_run"],
-        headline=_table(headline, index=False),
+        summary=_table(pd.DataFrame(summary_rows), index=False),
+        source=source,
+        test_metrics=_table(test_metrics, index=False),
         ablation=ablation,
         cv=cv,
         cv_rows=_cv_rows(cv) if cv else [],

@@ -4,6 +4,21 @@ Snakefile can check a config quickly)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Self
+
+
+class _Settings:
+    """The dict conversion both settings classes share."""
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Self:
+        """Take the keys that belong to this class and ignore the rest (the model's settings
+        and the training's come from one dict)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class SettingError(ValueError):
@@ -16,7 +31,7 @@ class SettingError(ValueError):
 
 
 @dataclass
-class ViTConfig:
+class ViTConfig(_Settings):
     image_size: int = 64
     in_channels: int = 1
     num_classes: int = 2
@@ -64,26 +79,20 @@ class ViTConfig:
                 f"pooling must be 'cls', 'mean' or 'seq', not {self.pooling!r}", "pooling"
             )
 
-    @classmethod
-    def from_dict(cls, values: dict) -> ViTConfig:
-        """Take the keys that belong to the model and ignore the rest (training keys)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Settings):
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
+    # Decay weight matrices only, not biases, norms, position embeddings or tokens (as nanoGPT
+    # and timm do); False decays every parameter.
+    selective_weight_decay: bool = True
     warmup_epochs: int = 2
     lr_schedule: str = "cosine"  # after warm-up: "cosine" decay to 0, or "constant"
     label_smoothing: float = 0.0
@@ -126,11 +135,6 @@ class TrainConfig:
                 "mask_ratio",
             )
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
 
 # The training settings that shape masked-image pretraining. With every model setting they define
 # it: runs that agree on them (say the final model and an ablation variant that only drops label
@@ -140,6 +144,7 @@ PRETRAINING_KEYS = (
     "mask_ratio",
     "lr",
     "weight_decay",
+    "selective_weight_decay",
     "batch_size",
     "grad_clip",
     "seed",

@@ -53,7 +53,7 @@ def run(snakemake, main: Callable[..., None]) -> None:
         root.setLevel(logging.INFO)
         try:
             if "torch" in sys.modules:  # only steps that use torch pay for importing it
-                from vitct.train import configure_threads
+                from vitct.inference import configure_threads
 
                 configure_threads(snakemake.threads)
             main(snakemake)

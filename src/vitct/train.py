@@ -1,5 +1,9 @@
 """The training loop: AdamW with warm-up and cosine decay, augmentation, best-epoch selection,
-early stopping, a checkpoint every epoch and resumption from it after an interruption."""
+early stopping, a checkpoint every epoch and resumption from it after an interruption.
+
+train() reads top to bottom: build the loop's objects, resume or pretrain, run the epochs
+(each one recorded, the best kept, a checkpoint written), then hand back the selected epoch.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,23 +31,14 @@ from vitct.checkpoint import (
     restore_loop_state,
     save_atomically,
 )
-from vitct.data import normalise
+from vitct.inference import autocast, predict_proba
 from vitct.metrics import binary_metrics
 from vitct.model import ViT
-from vitct.optim import optimisation_step, time_left, warmup_cosine
+from vitct.optim import optimisation_step, parameter_groups, time_left, warmup_cosine
 from vitct.pretrain import PretrainingMismatchError, pretrain
 from vitct.settings import TrainConfig, ViTConfig, pretraining_identity
 
 log = logging.getLogger("vitct.train")
-
-
-def configure_threads(threads: int) -> None:
-    """Make torch use exactly the job's threads, so parallel jobs never oversubscribe."""
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process
-        pass
 
 
 def seed_everything(seed: int) -> None:
@@ -77,31 +73,10 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     )
 
 
-@torch.no_grad()
-def predict_proba(
-    model: ViT, images: np.ndarray, mean: float, std: float, batch: int = 256, bf16: bool = True
-):
-    """COVID probability for each uint8 (N, H, W) image (`bf16` autocast on CUDA only)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch):
-        x = normalise(images[i : i + batch], mean, std).to(device)
-        with _autocast(device, bf16):
-            logits = model(x)
-        out.append(logits.float().softmax(dim=1)[:, 1].cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
-
-
-def _autocast(device: torch.device, bf16: bool = True):
-    # bf16 autocast on CUDA only (training.bf16): same numerics class as fp32 for this model.
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
-
-
 def fingerprint(model_cfg: ViTConfig, train_cfg: TrainConfig, *data_paths: str | Path) -> str:
     """Identity of a training run, so a stale checkpoint is never resumed."""
     stats = [(Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in data_paths]
-    payload = json.dumps([model_cfg.to_dict(), train_cfg.__dict__, stats], sort_keys=True)
+    payload = json.dumps([model_cfg.to_dict(), train_cfg.to_dict(), stats], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -152,6 +127,84 @@ def _start_from_pretraining(model: ViT, gen: torch.Generator, pretrained: dict, 
         torch.cuda.set_rng_state(pretrained["cuda_rng"])
 
 
+@dataclass
+class _Loop:
+    """The objects a training run steps through its epochs."""
+
+    cfg: TrainConfig
+    model: ViT
+    step_model: torch.nn.Module  # the model, compiled where that helps; shares its weights
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator  # the data's draws: order, augmentation, CutMix
+    loss_fn: torch.nn.Module
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    mean: float
+    std: float
+    bf16: bool  # autocast on CUDA (training.bf16, as vitct.accelerator decides for "auto")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def epoch_batches(self, epoch: int):
+        """(generator state before the epoch's draws, the epoch's batches). Started before
+        the previous epoch's validation, so the prefetch thread has the first batch ready."""
+        state = self.gen.get_state()
+        if epoch >= self.cfg.epochs:
+            return state, ()
+        batches = epoch_batches(
+            self.train_x, self.train_y, self.cfg, self.mean, self.std, self.device, self.gen, epoch
+        )
+        return state, Prefetcher(batches) if self.cfg.prefetch else batches
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: what its checkpoint holds besides the loop's objects."""
+
+    history: list = field(default_factory=list)  # one row per epoch done
+    best: dict = field(default_factory=lambda: {"score": -math.inf, "epoch": 0, "state": None})
+    epochs_done: int = 0
+    stale: int = 0  # epochs since the best, for early stopping
+
+    def record(self, row: dict, score: float, model: ViT) -> None:
+        """Add an epoch's row, and keep its weights when its score is the best so far."""
+        self.history.append(row)
+        self.epochs_done = row["epoch"]
+        if score > self.best["score"]:  # strictly better: ties keep the earlier epoch
+            self.best = {"score": score, "epoch": row["epoch"], "state": _cpu_state(model)}
+            self.stale = 0
+        else:
+            self.stale += 1
+
+
+@dataclass
+class _Checkpoints:
+    """The checkpoint a run writes after every epoch (none without a path)."""
+
+    path: str | Path | None
+    run_id: str
+    # A run that pretrains for itself checkpoints that beside the training checkpoint, until
+    # the training checkpoint holds the weights.
+    pretraining: Path | None = None
+
+    def store(self, loop: _Loop, gen_state: torch.Tensor, progress: _Progress) -> None:
+        if not self.path:
+            return
+        state = loop_state(loop.model, loop.optimizer, loop.scheduler, gen_state)
+        progress_state = {
+            "history": progress.history,
+            "best": progress.best,
+            "epoch": progress.epochs_done,
+            "run_id": self.run_id,
+        }
+        save_atomically({**state, **progress_state}, self.path)
+        if self.pretraining:  # the training checkpoint now holds the pretrained weights
+            self.pretraining.unlink(missing_ok=True)
+
+
 def train(
     model_cfg: ViTConfig,
     train_cfg: TrainConfig,
@@ -172,150 +225,164 @@ def train(
     training epochs ("train_s") and, within them, waiting for the next batch ("data_wait_s").
     (Kept out of the history, so that reruns stay byte-identical.)
     """
-    seed_everything(train_cfg.seed)
-    device = pick_device(train_cfg.device)
-    model = ViT(model_cfg).to(device)
-    step_model = maybe_compile(model, train_cfg.compile, device)  # shares model's weights
-    bf16 = accelerator.use(train_cfg.bf16, "bf16", device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
-    )
-    train_x = torch.as_tensor(np.ascontiguousarray(cache["train_x"]))
-    train_y = torch.tensor(cache["train_y"], dtype=torch.long)
-    mean, std = float(cache["mean"]), float(cache["std"])
-    steps = math.ceil(len(train_x) / train_cfg.batch_size)
-    scheduler = build_scheduler(optimizer, train_cfg, steps)
-    gen = torch.Generator().manual_seed(train_cfg.seed)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train_cfg.label_smoothing)
-
-    history, best, start_epoch = [], {"score": -math.inf, "epoch": 0, "state": None}, 0
-    stale = 0
-    state = load_checkpoint(resume_path, run_id, device)
-    if state is not None:
-        restore_loop_state(state, model, optimizer, scheduler, gen)
-        history, best, start_epoch = state["history"], state["best"], state["epoch"]
-        stale = start_epoch - best["epoch"]  # epochs since the best, for early stopping
-        log.info("resumed from %s after epoch %d", resume_path, start_epoch)
-
-    # A run that pretrains for itself checkpoints that beside the training checkpoint, until
-    # the training checkpoint holds the weights.
-    pretrain_resume = None
-    if train_cfg.pretrain_epochs and pretrained is None and resume_path:
-        pretrain_resume = pretraining_checkpoint(resume_path)
-    if train_cfg.pretrain_epochs and start_epoch == 0:  # a resumed run has its weights
-        if pretrained is None:
-            pretrained = pretrain_encoder(
-                model_cfg, train_cfg, cache, resume_path=pretrain_resume, run_id=run_id
-            )
-        else:
-            log.info("starting from the given pretraining (%d epochs)", len(pretrained["losses"]))
-        _start_from_pretraining(model, gen, pretrained, pretraining_identity(model_cfg, train_cfg))
-    elif pretrain_resume:  # left behind by a kill between the first checkpoint and the unlink
-        pretrain_resume.unlink(missing_ok=True)
+    loop = _build_loop(model_cfg, train_cfg, cache)
+    checkpoints = _Checkpoints(resume_path, run_id)
+    progress = _resume(loop, checkpoints)
+    _pretrain_unless_resumed(loop, progress, checkpoints, model_cfg, cache, pretrained)
     log.info(
         "training %d parameters on %s: %d train / %d val images, %d epochs",
-        sum(p.numel() for p in model.parameters()),
-        device,
-        len(train_x),
+        sum(p.numel() for p in loop.model.parameters()),
+        loop.device,
+        len(loop.train_x),
         len(cache["val_x"]),
         train_cfg.epochs,
     )
+    spent = _run_epochs(loop, progress, checkpoints, cache["val_x"], cache["val_y"])
+    if timings is not None:
+        timings.update(spent)
+    return _selected_epoch(loop.model, progress, train_cfg)
+
+
+def _build_loop(model_cfg: ViTConfig, cfg: TrainConfig, cache: dict) -> _Loop:
+    """The model (its first weights drawn right after seeding), optimiser, schedule and data."""
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    model = ViT(model_cfg).to(device)
+    step_model = maybe_compile(model, cfg.compile, device)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, cfg.weight_decay, cfg.selective_weight_decay),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+    )
+    train_x = torch.as_tensor(np.ascontiguousarray(cache["train_x"]))
+    steps = math.ceil(len(train_x) / cfg.batch_size)
+    return _Loop(
+        cfg=cfg,
+        model=model,
+        step_model=step_model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg, steps),
+        gen=torch.Generator().manual_seed(cfg.seed),
+        loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        train_x=train_x,
+        train_y=torch.tensor(cache["train_y"], dtype=torch.long),
+        mean=float(cache["mean"]),
+        std=float(cache["std"]),
+        bf16=accelerator.use(cfg.bf16, "bf16", device),
+    )
+
+
+def _resume(loop: _Loop, checkpoints: _Checkpoints) -> _Progress:
+    """The progress of this run's checkpoint, its state put back into the loop; a fresh start
+    when there is none."""
+    state = load_checkpoint(checkpoints.path, checkpoints.run_id, loop.device)
+    if state is None:
+        return _Progress()
+    restore_loop_state(state, loop.model, loop.optimizer, loop.scheduler, loop.gen)
+    done = state["epoch"]
+    log.info("resumed from %s after epoch %d", checkpoints.path, done)
+    return _Progress(state["history"], state["best"], done, done - state["best"]["epoch"])
+
+
+def _pretrain_unless_resumed(
+    loop: _Loop,
+    progress: _Progress,
+    checkpoints: _Checkpoints,
+    model_cfg: ViTConfig,
+    cache: dict,
+    pretrained: dict | None,
+) -> None:
+    """Start a fresh run from masked-image pretraining when it pretrains: the given one, or its
+    own (checkpointed beside the training checkpoint). A resumed run has its weights."""
+    cfg = loop.cfg
+    if cfg.pretrain_epochs and pretrained is None and checkpoints.path:
+        checkpoints.pretraining = pretraining_checkpoint(checkpoints.path)
+    if cfg.pretrain_epochs and progress.epochs_done == 0:
+        if pretrained is None:
+            pretrained = pretrain_encoder(
+                model_cfg,
+                cfg,
+                cache,
+                resume_path=checkpoints.pretraining,
+                run_id=checkpoints.run_id,
+            )
+        else:
+            log.info("starting from the given pretraining (%d epochs)", len(pretrained["losses"]))
+        _start_from_pretraining(
+            loop.model, loop.gen, pretrained, pretraining_identity(model_cfg, cfg)
+        )
+    elif checkpoints.pretraining:  # left by a kill between the first checkpoint and the unlink
+        checkpoints.pretraining.unlink(missing_ok=True)
+
+
+def _run_epochs(
+    loop: _Loop, progress: _Progress, checkpoints: _Checkpoints, val_x, val_y
+) -> dict[str, float]:
+    """The epochs from where `progress` stands to the last one or an early stop; returns the
+    seconds spent training and, within them, waiting for batches."""
+    cfg, first = loop.cfg, progress.epochs_done
+    spent = {"data_wait_s": 0.0, "train_s": 0.0}
+    epoch_seconds = []  # the first one includes torch.compile's compilation
     started = time.perf_counter()
     bar = tqdm(
-        range(start_epoch, train_cfg.epochs),
-        initial=start_epoch,
-        total=train_cfg.epochs,
-        desc=run_id or "train",
+        range(first, cfg.epochs),
+        initial=first,
+        total=cfg.epochs,
+        desc=checkpoints.run_id or "train",
         mininterval=0,
         ascii=True,
         disable=None,
     )
-    timings_run = {"data_wait_s": 0.0, "train_s": 0.0}
-    epoch_seconds = []  # the first one includes torch.compile's compilation
-
-    def next_epoch_batches(epoch: int):
-        """(generator state before the epoch's draws, the epoch's batches). Started before
-        the previous epoch's validation, so the prefetch thread has the first batch ready."""
-        state = gen.get_state()
-        if epoch >= train_cfg.epochs:
-            return state, ()
-        batches = epoch_batches(train_x, train_y, train_cfg, mean, std, device, gen, epoch)
-        return state, Prefetcher(batches) if train_cfg.prefetch else batches
-
-    gen_state, batches = next_epoch_batches(start_epoch)
+    gen_state, batches = loop.epoch_batches(first)
     try:
         for epoch in bar:
             epoch_started = time.perf_counter()
             train_loss, train_accuracy, waited = train_epoch(
-                step_model,
+                loop.step_model,
                 batches,
-                optimizer,
-                scheduler,
-                loss_fn,
-                train_cfg.grad_clip,
+                loop.optimizer,
+                loop.scheduler,
+                loop.loss_fn,
+                cfg.grad_clip,
                 epoch,
-                bf16,
+                loop.bf16,
             )
             train_seconds = time.perf_counter() - epoch_started
-            timings_run["data_wait_s"] += waited
-            timings_run["train_s"] += train_seconds
+            spent["data_wait_s"] += waited
+            spent["train_s"] += train_seconds
             epoch_seconds.append(train_seconds)
             close(batches)
-            gen_state, batches = next_epoch_batches(epoch + 1)
-            val = evaluate_split(model, cache["val_x"], cache["val_y"], mean, std, bf16)
+            gen_state, batches = loop.epoch_batches(epoch + 1)
+            val = evaluate_split(loop.model, val_x, val_y, loop.mean, loop.std, loop.bf16)
             row = {
                 "epoch": epoch + 1,
-                "lr": scheduler.get_last_lr()[0],
+                "lr": loop.scheduler.get_last_lr()[0],
                 "train_loss": train_loss,
                 "train_accuracy": train_accuracy,
                 **{f"val_{k}": v for k, v in val.items()},
             }
-            history.append(row)
-            score = val[train_cfg.selection_metric]
-            if score > best["score"]:  # strictly better: ties keep the earlier epoch
-                best = {"score": score, "epoch": epoch + 1, "state": _cpu_state(model)}
-                stale = 0
-            else:
-                stale += 1
+            score = val[cfg.selection_metric]
+            progress.record(row, score, loop.model)
             log.info(
-                f"epoch {epoch + 1}/{train_cfg.epochs} loss {train_loss:.4f} "
+                f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} "
                 f"acc {train_accuracy:.3f} val_loss {val['loss']:.4f} "
-                f"val_acc {val['accuracy']:.3f} val_{train_cfg.selection_metric} {score:.3f} "
+                f"val_acc {val['accuracy']:.3f} val_{cfg.selection_metric} {score:.3f} "
                 f"data wait {waited / train_seconds:.1%} "
-                + time_left(started, epoch + 1 - start_epoch, train_cfg.epochs - epoch - 1)
+                + time_left(started, epoch + 1 - first, cfg.epochs - epoch - 1)
             )
-            if resume_path:
-                _save_resume(
-                    resume_path,
-                    model,
-                    optimizer,
-                    scheduler,
-                    gen_state,
-                    history,
-                    best,
-                    epoch + 1,
-                    run_id,
-                )
-                if pretrain_resume:  # the training checkpoint now holds the pretrained weights
-                    pretrain_resume.unlink(missing_ok=True)
-            if train_cfg.patience and stale >= train_cfg.patience:
+            checkpoints.store(loop, gen_state, progress)
+            if cfg.patience and progress.stale >= cfg.patience:
                 log.info(
                     "early stop: no better val_%s for %d epochs",
-                    train_cfg.selection_metric,
-                    stale,
+                    cfg.selection_metric,
+                    progress.stale,
                 )
                 break
     finally:
         close(batches)
     bar.close()
-    log_device_figures(epoch_seconds, device)
-    if timings is not None:
-        timings.update(timings_run)
-    if not train_cfg.select_best_epoch:  # the model as training left it
-        return model, pd.DataFrame(history), history[-1]
-    model.load_state_dict(best["state"])
-    best_row = next(r for r in history if r["epoch"] == best["epoch"])
-    return model, pd.DataFrame(history), best_row
+    log_device_figures(epoch_seconds, loop.device)
+    return spent
 
 
 def log_device_figures(epoch_seconds: list[float], device: torch.device) -> None:
@@ -333,6 +400,17 @@ def log_device_figures(epoch_seconds: list[float], device: torch.device) -> None
     )
 
 
+def _selected_epoch(model: ViT, progress: _Progress, cfg: TrainConfig):
+    """(model, history, validation row) of the best epoch, or of the last one when training
+    keeps the model as it left it (select_best_epoch false)."""
+    history = pd.DataFrame(progress.history)
+    if not cfg.select_best_epoch:
+        return model, history, progress.history[-1]
+    model.load_state_dict(progress.best["state"])
+    best_row = next(r for r in progress.history if r["epoch"] == progress.best["epoch"])
+    return model, history, best_row
+
+
 def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch, bf16=True):
     """One pass over `batches`: (mean loss, accuracy, seconds spent waiting for batches)."""
     model.train()
@@ -341,7 +419,7 @@ def train_epoch(model, batches, optimizer, scheduler, loss_fn, grad_clip, epoch,
     step, wait_started = 0, time.perf_counter()
     for step, (x, y) in enumerate(batches, start=1):
         waited += time.perf_counter() - wait_started
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             logits = model(x)
             loss = loss_fn(logits.float(), y)
         where = f"at epoch {epoch + 1}, batch {step}"
@@ -366,10 +444,3 @@ def evaluate_split(model, images, labels, mean, std, bf16: bool = True) -> dict:
 
 def _cpu_state(model) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _save_resume(path, model, optimizer, scheduler, gen_state, history, best, epoch, run_id):
-    state = loop_state(model, optimizer, scheduler, gen_state)
-    save_atomically(
-        {**state, "history": history, "best": best, "epoch": epoch, "run_id": run_id}, path
-    )

@@ -26,10 +26,13 @@ use rule train_final as train_ablation with:
         cache=variant_images,
         split=rules.split_manifest.output.split,
         best=rules.aggregate_sweep.output.best,
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
         pretrained=variant_pretraining,
-        code=TRAINING_CODE + package_files("artifact"),
+        code=rules.train_final.input.code,
     output:
         model=f"{RESULTS}/ablation/{{variant}}/model.safetensors",
+        model_config=f"{RESULTS}/ablation/{{variant}}/model_config.json",
         metrics=f"{RESULTS}/ablation/{{variant}}/train_metrics.json",
         history=f"{RESULTS}/ablation/{{variant}}/history.tsv",
         curves=f"{RESULTS}/ablation/{{variant}}/curves.png",
@@ -38,7 +41,8 @@ use rule train_final as train_ablation with:
     benchmark:
         f"{BENCH}/ablation/train_{{variant}}.tsv"
     params:
-        base={key: config[key] for key in ("model", "training", "preprocess")},
+        tuned=True,
+        base=rules.train_final.params.base,
         overrides=ablation_overrides,
 
 

@@ -61,6 +61,7 @@ TRAINING_CODE = package_files(
     "optim",
     "checkpoint",
     "accelerator",
+    "inference",
 )
 
 GRID = config["sweep"]["grid"]

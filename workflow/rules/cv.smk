@@ -27,10 +27,13 @@ use rule train_final as train_cv with:
         cache=FINAL_IMAGES,
         split=rules.assign_folds.output.folds,
         best=rules.aggregate_sweep.output.best,
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
         pretrained=cv_pretraining,
         code=TRAINING_CODE + package_files("artifact", "folds"),
     output:
         model=f"{CV_RUN}/model.safetensors",
+        model_config=f"{CV_RUN}/model_config.json",
         metrics=f"{CV_RUN}/train_metrics.json",
         history=f"{CV_RUN}/history.tsv",
         curves=f"{CV_RUN}/curves.png",
@@ -40,6 +43,7 @@ use rule train_final as train_cv with:
         f"{BENCH}/cv/train_fold{{fold}}_seed{{seed}}.tsv"
     params:
         base={key: config[key] for key in ("model", "training", "preprocess")},
+        tuned=True,
         overrides=cv_overrides,
         fold=lambda wildcards: int(wildcards.fold),
 
@@ -146,10 +150,13 @@ use rule train_cv as train_ablation_cv with:
         cache=variant_images,
         split=rules.assign_folds.output.folds,
         best=rules.aggregate_sweep.output.best,
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
         pretrained=variant_cv_pretraining,
         code=TRAINING_CODE + package_files("artifact", "folds"),
     output:
         model=f"{ABLATION_CV_RUN}/model.safetensors",
+        model_config=f"{ABLATION_CV_RUN}/model_config.json",
         metrics=f"{ABLATION_CV_RUN}/train_metrics.json",
         history=f"{ABLATION_CV_RUN}/history.tsv",
         curves=f"{ABLATION_CV_RUN}/curves.png",
@@ -159,6 +166,7 @@ use rule train_cv as train_ablation_cv with:
         f"{BENCH}/ablation/cv/train_{{variant}}_fold{{fold}}_seed{{seed}}.tsv"
     params:
         base={key: config[key] for key in ("model", "training", "preprocess")},
+        tuned=True,
         overrides=variant_cv_overrides,
         fold=lambda wildcards: int(wildcards.fold),
 

@@ -57,6 +57,7 @@ rule train_final:
         # One share of a GPU: `--resources gpu_slots=N` (profiles/gpu) runs N at once.
         gpu_slots=1,
     params:
+        tuned=True,  # the best combination's settings with these overrides
         base={key: config[key] for key in ("model", "training", "preprocess")},
         overrides=config["final"]["overrides"],
     script:
@@ -68,7 +69,7 @@ rule evaluate:
         model=rules.train_final.output.model,
         cache=FINAL_IMAGES,
         split=rules.split_manifest.output.split,
-        code=package_files("metrics", "neighbours", "figures", "artifact"),
+        code=package_files("inference", "metrics", "neighbours", "figures", "artifact"),
     output:
         metrics=f"{RESULTS}/final/metrics.json",
         predictions=f"{RESULTS}/final/predictions.csv",
@@ -102,7 +103,7 @@ rule attention_maps:
         cache=FINAL_IMAGES,
         split=rules.split_manifest.output.split,
         predictions=rules.evaluate.output.predictions,
-        code=package_files("attention", "figures"),
+        code=package_files("attention", "figures", "artifact"),
     output:
         patch_grid=report(
             f"{RESULTS}/final/attention/patch_grid.png",

@@ -18,9 +18,10 @@ rule report:
         patch_grid=rules.attention_maps.output.patch_grid,
         heads=rules.attention_maps.output.heads,
         rollout=rules.attention_maps.output.rollout,
-        code=package_files("report"),
+        code=package_files("report", "summary"),
     output:
         html=f"{RESULTS}/report.html",
+        summary=f"{RESULTS}/summary.md",
     log:
         f"{LOGS}/report.log",
     benchmark:

@@ -2,6 +2,8 @@ rule train_sweep:
     input:
         cache=SWEEP_IMAGES,
         split=rules.split_manifest.output.split,
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
         code=TRAINING_CODE,
     output:
         metrics=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/metrics.json",
@@ -13,6 +15,7 @@ rule train_sweep:
             subcategory="Training curves",
         ),
         model=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/model.safetensors",
+        model_config=f"{RESULTS}/sweep/{paramspace.wildcard_pattern}/model_config.json",
     log:
         f"{LOGS}/sweep/{paramspace.wildcard_pattern}.log",
     benchmark:
@@ -26,6 +29,7 @@ rule train_sweep:
         # One share of a GPU: `--resources gpu_slots=N` (profiles/gpu) runs N at once.
         gpu_slots=1,
     params:
+        tuned=False,  # one grid combination's settings, not the best one's
         settings=sweep_settings,
         swept=combination,
     script:
@@ -38,17 +42,21 @@ use rule train_sweep as train_sweep_fold with:
     input:
         cache=SWEEP_IMAGES,
         split=rules.assign_folds.output.folds,
+        receipt=rules.fetch_data.output.receipt,
+        manifest=rules.build_manifest.output.manifest,
         code=TRAINING_CODE + package_files("folds"),
     output:
         metrics=f"{SWEEP_FOLD}/metrics.json",
         history=f"{SWEEP_FOLD}/history.tsv",
         curves=f"{SWEEP_FOLD}/curves.png",
         model=f"{SWEEP_FOLD}/model.safetensors",
+        model_config=f"{SWEEP_FOLD}/model_config.json",
     log:
         f"{LOGS}/sweep/fold{{fold}}/{paramspace.wildcard_pattern}.log",
     benchmark:
         f"{BENCH}/sweep/fold{{fold}}/{paramspace.wildcard_pattern}.tsv"
     params:
+        tuned=False,
         settings=sweep_settings,
         swept=combination,
         fold=lambda wildcards: int(wildcards.fold),

@@ -10,7 +10,7 @@ import pandas as pd
 from vitct import step
 from vitct.data import load_cache
 from vitct.intensity import histogram_baseline, load_histograms
-from vitct.neighbours import group_statistics, pixel_baseline, test_neighbours
+from vitct.neighbours import group_statistics, nearest_seen, pixel_baseline
 from vitct.outputs import write_text
 from vitct.split import STRATEGIES
 
@@ -19,7 +19,7 @@ def main(snakemake):
     cache = load_cache(snakemake.input.cache)
     table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
     threshold, seed = snakemake.params.threshold, snakemake.params.seed
-    neighbours = {s: test_neighbours(cache, table, f"split_{s}") for s in STRATEGIES}
+    neighbours = {s: nearest_seen(cache, table, f"split_{s}") for s in STRATEGIES}
     histograms = load_histograms(snakemake.input.grey_histograms, cache["paths"])
     result = {
         "used_strategy": snakemake.params.strategy,

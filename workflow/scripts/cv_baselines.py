@@ -11,7 +11,7 @@ from vitct import step
 from vitct.data import load_cache
 from vitct.folds import TEST_FOLD
 from vitct.intensity import histogram_baseline, load_histograms
-from vitct.neighbours import pixel_baseline, test_neighbours
+from vitct.neighbours import nearest_seen, pixel_baseline
 from vitct.outputs import write_text
 
 BASELINES = ("nearest_neighbour", "grey_histogram")
@@ -26,7 +26,7 @@ def main(snakemake):
     per_fold = {}
     for fold in sorted(pool.fold.unique()):
         held_out = pool.assign(role=np.where(pool.fold == fold, "test", "train"))
-        neighbours = test_neighbours(cache, held_out, "role")
+        neighbours = nearest_seen(cache, held_out, "role")
         scored = {
             "nearest_neighbour": pixel_baseline(cache, neighbours, threshold),
             "grey_histogram": histogram_baseline(

@@ -10,10 +10,10 @@ from vitct import step
 from vitct.artifact import load_artifact
 from vitct.data import CLASS_NAMES, load_cache, load_splits
 from vitct.figures import plot_confusion, plot_roc
+from vitct.inference import predict_proba
 from vitct.metrics import bootstrap_intervals
-from vitct.neighbours import score_test_subsets, test_neighbours
+from vitct.neighbours import nearest_seen, score_test_subsets
 from vitct.outputs import write_text
-from vitct.train import predict_proba
 
 
 def main(snakemake):
@@ -26,7 +26,7 @@ def main(snakemake):
     # Besides all test images, the test images with no near-identical seen slice: what the
     # model does with a slice it has not, in effect, seen before.
     table = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
-    similarity = test_neighbours(images, table, "split")[3]
+    similarity = nearest_seen(images, table, "split").similarity
     scored = score_test_subsets(y, prob, similarity, snakemake.params.threshold)
     metrics = {"positive_class": "COVID", **scored.pop("all_test"), **scored}
     # Intervals resample whole near-duplicate groups: one patient's slices are not independent.

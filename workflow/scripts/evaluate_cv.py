@@ -10,9 +10,9 @@ from vitct import step
 from vitct.artifact import load_artifact
 from vitct.crossval import HELD_OUT, TEST
 from vitct.data import load_splits
+from vitct.inference import predict_proba
 from vitct.metrics import binary_metrics
 from vitct.outputs import write_text
-from vitct.train import predict_proba
 
 
 def main(snakemake):

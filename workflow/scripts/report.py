@@ -1,18 +1,17 @@
-"""Write results/report.html: one self-contained page with every table and figure."""
+"""Write results/report.html, one self-contained page with every table and figure, and
+results/summary.md, its headline table in markdown."""
 
 from vitct import step
 from vitct.outputs import write_text
-from vitct.report import build_report
+from vitct.report import build_report, headline
+from vitct.summary import summary_markdown
 
 
 def main(snakemake):
-    html = build_report(
-        dict(snakemake.input.items()),
-        snakemake.params.config,
-        snakemake.params.benchmarks,
-        snakemake.scriptdir,
-    )
+    inputs, config = dict(snakemake.input.items()), snakemake.params.config
+    html = build_report(inputs, config, snakemake.params.benchmarks, snakemake.scriptdir)
     write_text(snakemake.output.html, html)
+    write_text(snakemake.output.summary, summary_markdown(*headline(inputs, config)))
 
 
 step.run(snakemake, main)  # noqa: F821

@@ -18,11 +18,11 @@ from vitct.train import fingerprint, train
 
 
 def main(snakemake):
-    if "best" in snakemake.input.keys():  # final training: best combination + overrides
+    if snakemake.params.tuned:  # the final model or an ablation variant of it
         changes, model_settings, train_settings = tuned_run_settings(
             snakemake.params.base, snakemake.input.best, snakemake.params.overrides
         )
-    else:
+    else:  # one combination of the sweep's grid
         changes = dict(snakemake.params.swept)
         model_settings, train_settings = snakemake.params.settings
     model_cfg = ViTConfig.from_dict(model_settings)
@@ -54,20 +54,19 @@ def main(snakemake):
         "params": changes,
         "fold": snakemake.params.get("fold"),  # None: validated on the split's val images
         "model": model_cfg.to_dict(),
-        "training": train_cfg.__dict__,
+        "training": train_cfg.to_dict(),
         "best_epoch": best_row["epoch"],
         "epochs_run": len(history),
         "parameters": sum(p.numel() for p in model.parameters()),
         **{k: v for k, v in best_row.items() if k.startswith("val_")},
     }
     write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
-    provenance = {}
-    if "receipt" in snakemake.input.keys():
-        provenance = json.loads(Path(snakemake.input.receipt).read_text())
-        provenance["manifest_sha256"] = sha256_of(Path(snakemake.input.manifest))
-        write_text(
-            snakemake.output.model_config, json.dumps(model_cfg.to_dict(), indent=2, sort_keys=True)
-        )
+    write_text(
+        snakemake.output.model_config, json.dumps(model_cfg.to_dict(), indent=2, sort_keys=True)
+    )
+    # Which data made the model: the download's receipt and the exact set of images.
+    provenance = json.loads(Path(snakemake.input.receipt).read_text())
+    provenance["manifest_sha256"] = sha256_of(Path(snakemake.input.manifest))
     save_artifact(
         snakemake.output.model,
         model,
@@ -77,7 +76,7 @@ def main(snakemake):
             "mean": float(cache["mean"]),
             "std": float(cache["std"]),
         },
-        training=train_cfg.__dict__,
+        training=train_cfg.to_dict(),
         data=provenance,
         validation={k: v for k, v in metrics.items() if k.startswith("val_")},
     )

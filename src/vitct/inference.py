@@ -1,0 +1,41 @@
+"""What every use of a trained model needs, training or not: the job's threads, bf16 autocast on
+CUDA and the COVID probability of a batch of images. Kept apart from the training loop so that
+predicting, evaluating and attention maps never import it."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vitct.data import normalise
+from vitct.model import ViT
+
+
+def configure_threads(threads: int) -> None:
+    """Make torch use exactly the job's threads, so parallel jobs never oversubscribe."""
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process
+        pass
+
+
+def autocast(device: torch.device, bf16: bool = True):
+    # bf16 autocast on CUDA only (training.bf16): same numerics class as fp32 for this model.
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+@torch.no_grad()
+def predict_proba(
+    model: ViT, images: np.ndarray, mean: float, std: float, batch: int = 256, bf16: bool = True
+):
+    """COVID probability for each uint8 (N, H, W) image (`bf16` autocast on CUDA only)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch):
+        x = normalise(images[i : i + batch], mean, std).to(device)
+        with autocast(device, bf16):
+            logits = model(x)
+        out.append(logits.float().softmax(dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)

@@ -1,0 +1,63 @@
+"""The headline: how good the final model is, on what, compared with what. One small table (the
+ViT's test metrics with their intervals beside the two baselines on the same test images) and
+one sentence on the data; the report opens with them and the report rule writes them to
+results/summary.md, which the README pastes."""
+
+from __future__ import annotations
+
+import math
+
+# (key in metrics.json, column title)
+METRICS = (("accuracy", "accuracy"), ("mcc", "MCC"), ("roc_auc", "ROC-AUC"))
+UNSEEN = "no_near_duplicate_in_train"
+
+
+def _number(value: float | None, interval: list | None = None) -> str:
+    if value is None or math.isnan(value):
+        return ""
+    return f"{value:.3f}" + (" [{:.3f}, {:.3f}]".format(*interval) if interval else "")
+
+
+def headline_rows(metrics: dict, baselines: dict, strategy: str, parameters: int) -> list[dict]:
+    """One row per model, its numbers as text: the ViT with its 95% intervals, then the 1-NN on
+    pixels (memorisation) and the grey-level histogram baseline (no shape), scored on the same
+    test split (`strategy`: the split the ViT was tested on)."""
+    knn = baselines["nearest_neighbour"][strategy]
+    grey = baselines["grey_histogram"][strategy]
+    models = (
+        (f"ViT, final model ({parameters:,} parameters)", metrics, metrics, metrics.get("ci95")),
+        ("1-NN on 32x32 pixels (memorisation)", knn["all_test"], knn, None),
+        ("gradient boosting on grey-level histograms (no shape)", grey["all_test"], grey, None),
+    )
+    unseen_title = f"accuracy, no near-identical training slice (n = {knn[UNSEEN].get('n', 0)})"
+    rows = []
+    for name, overall, subsets, intervals in models:
+        row = {"model": name}
+        for key, title in METRICS:
+            row[f"{title} [95% CI]"] = _number(overall.get(key), (intervals or {}).get(key))
+        row[unseen_title] = _number(subsets.get(UNSEEN, {}).get("accuracy"))
+        rows.append(row)
+    rows[1]["ROC-AUC [95% CI]"] = ""  # the 1-NN's 0/1 votes rank nothing
+    return rows
+
+
+def source_line(receipt: dict, n_test: int, strategy: str) -> str:
+    """On what: how many test images, of which data, split how."""
+    counts = receipt.get("counts", {})
+    per_class = ", ".join(f"{n:,} {name}" for name, n in counts.items())
+    if receipt.get("real_data"):
+        data = f"real CT slices ({per_class}; {receipt.get('origin', 'origin unknown')})"
+    else:
+        data = f"synthetic demo slices, NOT real CT data ({per_class})"
+    return (
+        f"{n_test:,} test images ({strategy} split) of {sum(counts.values()):,} {data}; COVID is "
+        "the positive class; 95% percentile-bootstrap intervals over the test images."
+    )
+
+
+def summary_markdown(rows: list[dict], source: str) -> str:
+    """The headline as a short markdown table under its one-line source."""
+    titles = list(rows[0])
+    lines = [source, "", "| " + " | ".join(titles) + " |", "|" + " --- |" * len(titles)]
+    lines += ["| " + " | ".join(row[t] for t in titles) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

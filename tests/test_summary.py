@@ -1,0 +1,49 @@
+"""The headline table: the ViT's test metrics with intervals beside both baselines."""
+
+from __future__ import annotations
+
+from vitct.summary import headline_rows, source_line, summary_markdown
+
+
+def _scored(accuracy: float, unseen: float) -> dict:
+    return {
+        "all_test": {"n": 100, "accuracy": accuracy, "mcc": accuracy - 0.1, "roc_auc": 0.9},
+        "no_near_duplicate_in_train": {"n": 40, "accuracy": unseen},
+    }
+
+
+METRICS = {
+    "n": 100,
+    "accuracy": 0.95,
+    "mcc": 0.9,
+    "roc_auc": 0.99,
+    "ci95": {"accuracy": [0.91, 0.98], "mcc": [0.82, 0.96], "roc_auc": [0.98, 1.0]},
+    "no_near_duplicate_in_train": {"n": 40, "accuracy": 0.925},
+}
+BASELINES = {
+    "nearest_neighbour": {"grouped": _scored(0.8, 0.7), "random": _scored(0.5, 0.5)},
+    "grey_histogram": {"grouped": _scored(0.9, 0.85), "random": _scored(0.5, 0.5)},
+}
+
+
+def test_headline_puts_the_vit_with_intervals_beside_both_baselines_on_its_split():
+    vit, knn, grey = headline_rows(METRICS, BASELINES, "grouped", 12345)
+    assert vit["model"] == "ViT, final model (12,345 parameters)"
+    assert vit["accuracy [95% CI]"] == "0.950 [0.910, 0.980]"
+    assert vit["MCC [95% CI]"] == "0.900 [0.820, 0.960]"
+    assert (knn["accuracy [95% CI]"], grey["accuracy [95% CI]"]) == ("0.800", "0.900")
+    assert knn["ROC-AUC [95% CI]"] == "" and grey["ROC-AUC [95% CI]"] == "0.900"
+    unseen = "accuracy, no near-identical training slice (n = 40)"
+    assert [row[unseen] for row in (vit, knn, grey)] == ["0.925", "0.700", "0.850"]
+
+
+def test_summary_markdown_is_one_table_under_its_source_line():
+    receipt = {"real_data": True, "origin": "Kaggle x/y", "counts": {"COVID": 1252, "non-COVID": 5}}
+    source = source_line(receipt, 100, "grouped")
+    assert source.startswith("100 test images (grouped split) of 1,257 real CT slices (1,252 COVID")
+    assert "Kaggle x/y" in source
+    lines = summary_markdown(headline_rows(METRICS, BASELINES, "grouped", 1), source).splitlines()
+    assert lines[0] == source and lines[1] == ""
+    table = lines[2:]
+    assert len(table) == 5 and all(line.startswith("| ") or line.startswith("|-") for line in table)
+    assert {line.count("|") for line in table} == {6}
