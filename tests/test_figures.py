@@ -26,12 +26,12 @@ MANY_CHANGES = ", ".join(
 )
 
 
-def _texts_outside(monkeypatch, plot, *args, **kwargs) -> list[str]:
+def _texts_outside(monkeypatch, tmp_path, plot, *args, **kwargs) -> list[str]:
     """Draw a figure through its plot function; the texts whose boxes leave the figure."""
     drawn = []
     save = figures._save
     monkeypatch.setattr(figures, "_save", lambda fig, path: (drawn.append(fig), save(fig, path)))
-    plot(*args, "/dev/null", **kwargs)
+    plot(*args, tmp_path / "figure.png", **kwargs)
     (fig,) = drawn
     canvas = FigureCanvasAgg(fig)  # closing the figure took its own canvas away
     canvas.draw()
@@ -50,6 +50,7 @@ def _texts_outside(monkeypatch, plot, *args, **kwargs) -> list[str]:
 
 def test_ablation_labels_stay_inside_the_figure_when_a_variant_changes_many_settings(
     monkeypatch,
+    tmp_path,
 ):
     # Its one-line label was once wider than tight_layout could make room for, and every
     # label was cut off.
@@ -61,10 +62,10 @@ def test_ablation_labels_stay_inside_the_figure_when_a_variant_changes_many_sett
         table[f"{metric}_points_low"] = [0.0, -1.0, 6.0]
         table[f"{metric}_points_high"] = [0.0, 5.0, 14.0]
 
-    assert _texts_outside(monkeypatch, figures.plot_ablation, table) == []
+    assert _texts_outside(monkeypatch, tmp_path, figures.plot_ablation, table) == []
 
 
-def test_training_curves_title_stays_inside_the_figure_with_many_overrides(monkeypatch):
+def test_training_curves_title_stays_inside_the_figure_with_many_overrides(monkeypatch, tmp_path):
     history = pd.DataFrame(
         {
             "epoch": [1, 2, 3],
@@ -76,6 +77,8 @@ def test_training_curves_title_stays_inside_the_figure_with_many_overrides(monke
         }
     )
 
-    outside = _texts_outside(monkeypatch, figures.plot_history, history, title=MANY_CHANGES)
+    outside = _texts_outside(
+        monkeypatch, tmp_path, figures.plot_history, history, title=MANY_CHANGES
+    )
 
     assert outside == []

@@ -8,7 +8,9 @@ and then fails as the operating system would.
 from __future__ import annotations
 
 import errno
+import os
 import re
+import stat
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -145,3 +147,9 @@ def test_every_step_writes_through_vitct_outputs():
                 if re.search(pattern, line) and "log_path" not in line:  # step.run's own log
                     found.append(f"{path.relative_to(REPO)}:{number}: {what}: {line.strip()}")
     assert not found, "write these through vitct.outputs:\n" + "\n".join(found)
+
+
+def test_a_device_target_is_written_to_not_replaced():
+    # Writing "beside and renaming" onto /dev/null would put a plain file in its place.
+    write_text("/dev/null", "nothing")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -41,6 +41,12 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     path = Path(path)
+    if path.exists() and not path.is_file():  # a device or pipe (/dev/null): never replace it
+        try:
+            _write_file(path, data)
+        except OSError as e:
+            raise OutputError(explain_write_failure(e, path, len(data))) from None
+        return
     partial = path.with_name(f".{path.name}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
