@@ -190,6 +190,7 @@ def learnable_cache(n=64, size=16, seed=0):
     return cache
 
 
+# A ViT small enough to train in seconds on 16x16 toy scans.
 SMALL_VIT = dict(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.0)
 
 
@@ -203,6 +204,7 @@ def scans_with_a_square(n=48, size=16, seed=0):
 
 
 def top_edge_cache():
+    """scans_with_a_square split 32/16 into train and val; class 1 has a bright top edge."""
     y = np.arange(48) % 2
     x = scans_with_a_square()
     x[y == 1, :2, :] = 250
@@ -218,6 +220,7 @@ def top_edge_cache():
 
 @pytest.fixture(scope="module")
 def six_per_class_folder(tmp_path_factory) -> Path:
+    """A clean synthetic data folder, six images a class (made once per test module)."""
     root = tmp_path_factory.mktemp("clean")
     generate(root, 6, seed=5, progress=False)
     return root
@@ -225,11 +228,13 @@ def six_per_class_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def folder(six_per_class_folder, tmp_path) -> Path:
+    """A copy of six_per_class_folder that a test may mess up."""
     root = tmp_path / "data"
     shutil.copytree(six_per_class_folder, root)
     return root
 
 
+# The split of the grouped-split, neighbours and folds tests.
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
@@ -288,4 +293,5 @@ VITCT = Path(sys.executable).with_name("vitct")  # the console script of this en
 
 
 def vitct(*args: str) -> subprocess.CompletedProcess:
+    """Run the `vitct` console script, as a user would."""
     return subprocess.run([str(VITCT), *args], capture_output=True, text=True, timeout=300)
