@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vitct.synthetic import generate
+
 REPO = Path(__file__).resolve().parent.parent
+
+
 SNAKEFILE = REPO / "Snakefile"
+
+
 REAL_DATA_ENV = "VITCT_REAL_DATA"  # folder holding sarscov2-ct/ and sarscov2-ct-sample/
 
 # A pipeline small enough for tests (about a minute on 2 cores) that still runs every rule.
@@ -100,6 +111,8 @@ def jobs_to_run(workdir: Path, snakefile: Path = SNAKEFILE) -> dict[str, int]:
 
 
 DEMO_RUN_ABLATION = {"variants": {"no_augmentation": {"augment": False}}}
+
+
 # The final model of the shared run also pretrains and cut-mixes, so those paths run in Snakemake.
 DEMO_RUN_FINAL = {"overrides": {"epochs": 2, "pretrain_epochs": 1, "cutmix": 0.5}}
 
@@ -162,3 +175,123 @@ def rewrite_header(src: Path, dst: Path, change) -> Path:
     change(meta)
     save_file(state, str(dst), metadata={"vitct": json.dumps(meta)})
     return dst
+
+
+def learnable_cache(n=64, size=16, seed=0):
+    """Class 1 has a bright square: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    x[y == 1, 4:12, 4:12] += 120
+    cache = {}
+    for split in ("train", "val"):
+        cache[f"{split}_x"], cache[f"{split}_y"] = x, y
+    cache["mean"], cache["std"] = x.mean() / 255, x.std() / 255
+    return cache
+
+
+# A ViT small enough to train in seconds on 16x16 toy scans.
+SMALL_VIT = dict(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.0)
+
+
+def scans_with_a_square(n=48, size=16, seed=0):
+    """Scans with structure to redraw: a bright square at a random place on faint noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(20, 40, (n, size, size)).astype(np.uint8)
+    for img, (r, c) in zip(x, rng.integers(0, size - 6, (n, 2)), strict=True):
+        img[r : r + 6, c : c + 6] += 150
+    return x
+
+
+def top_edge_cache():
+    """scans_with_a_square split 32/16 into train and val; class 1 has a bright top edge."""
+    y = np.arange(48) % 2
+    x = scans_with_a_square()
+    x[y == 1, :2, :] = 250
+    return {
+        "train_x": x[:32],
+        "train_y": y[:32],
+        "val_x": x[32:],
+        "val_y": y[32:],
+        "mean": 0.2,
+        "std": 0.2,
+    }
+
+
+@pytest.fixture(scope="module")
+def six_per_class_folder(tmp_path_factory) -> Path:
+    """A clean synthetic data folder, six images a class (made once per test module)."""
+    root = tmp_path_factory.mktemp("clean")
+    generate(root, 6, seed=5, progress=False)
+    return root
+
+
+@pytest.fixture
+def folder(six_per_class_folder, tmp_path) -> Path:
+    """A copy of six_per_class_folder that a test may mess up."""
+    root = tmp_path / "data"
+    shutil.copytree(six_per_class_folder, root)
+    return root
+
+
+# The split of the grouped-split, neighbours and folds tests.
+SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+def shifted(img: Image.Image, dx: int, dy: int) -> Image.Image:
+    """The same slice moved by a few pixels (edge pixels repeated)."""
+    a = np.asarray(img.convert("L"))
+    return Image.fromarray(np.roll(a, (dy, dx), axis=(0, 1)))
+
+
+def reencoded(img: Image.Image) -> Image.Image:
+    """The same slice through lossy JPEG and back, as RGB."""
+    buffer = io.BytesIO()
+    img.convert("RGB").save(buffer, "JPEG", quality=80)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def data_with_copies(tmp_path_factory) -> Path:
+    """The 80-image real sample, the dataset's two exact duplicate pairs, and for five scans a
+    shifted and a re-encoded copy."""
+    real = real_data_root()
+    root = tmp_path_factory.mktemp("grouped")
+    shutil.copytree(real / "sarscov2-ct-sample", root, dirs_exist_ok=True)
+    for n in (128, 129, 134, 135):  # (128)=(129) and (134)=(135) byte for byte
+        shutil.copy(real / f"sarscov2-ct/COVID/Covid ({n}).png", root / "COVID")
+    for k, path in enumerate(sorted((root / "non-COVID").glob("*.png"))[:5]):
+        with Image.open(path) as img:
+            shifted(img, 3, -2).save(path.with_name(f"shifted {k}.png"))
+            reencoded(img).save(path.with_name(f"reencoded {k}.png"))
+    return root
+
+
+def table_of_groups(n_groups: int = 90, seed: int = 0) -> pd.DataFrame:
+    """Images in near-duplicate groups of 1-5 slices that share a label; a fifth of the groups
+    are the test split."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group in range(n_groups):
+        label = group % 2
+        split = "test" if group % 5 == 0 else "train"
+        for k in range(rng.integers(1, 6)):
+            rows.append(
+                {
+                    "path": f"{group}/{k}.png",
+                    "label": label,
+                    "class_dir": ("non-COVID", "COVID")[label],
+                    "near_duplicate_group": group,
+                    "split": split,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+VITCT = Path(sys.executable).with_name("vitct")  # the console script of this environment
+
+
+def vitct(*args: str) -> subprocess.CompletedProcess:
+    """Run the `vitct` console script, as a user would."""
+    return subprocess.run([str(VITCT), *args], capture_output=True, text=True, timeout=300)

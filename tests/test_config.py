@@ -1,4 +1,5 @@
-"""Bad config values stop the run before any job, with a message that names the key."""
+"""Bad config values stop the run before any job, with a message that names the key; which
+ablation variants share the final model's pretraining."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import pytest
 import yaml
 from conftest import REPO, TINY_CONFIG, snakemake, tiny_config
 
-from vitct.config import ConfigError, check, schema_problems, type_command_line_text
+from vitct.config import (
+    ConfigError,
+    check,
+    schema_problems,
+    shares_final_pretraining,
+    type_command_line_text,
+)
 from vitct.overlays import remove_nulled_keys
-from vitct.settings import TrainConfig, ViTConfig
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -332,10 +338,19 @@ def test_sections_of_the_wrong_shape_are_left_for_the_schema_to_report():
     assert "ablation.variants: 'y' is not of type 'object'" in problems
 
 
-@pytest.mark.parametrize("settings_class", [ViTConfig, TrainConfig])
-def test_settings_round_trip_through_one_dict_and_ignore_the_other_class_keys(settings_class):
-    changed = {"dropout": 0.3} if settings_class is ViTConfig else {"lr": 0.01}
-    both = {**ViTConfig().to_dict(), **TrainConfig().to_dict(), **changed}
-    settings = settings_class.from_dict(both)
-    assert settings == settings_class(**changed)
-    assert settings_class.from_dict(settings.to_dict()) == settings
+@pytest.mark.parametrize(
+    "variant, shares",
+    [
+        ({"label_smoothing": 0.0}, True),
+        ({"augment": True, "cutmix": 0.0, "lr_schedule": "constant"}, True),
+        ({"select_best_epoch": False, "epochs": 10}, True),
+        ({"drop_path": 0.0}, False),  # a model setting: the model pretrains otherwise
+        ({"tokenizer": "patch", "pooling": "cls"}, False),
+        ({"mask_ratio": 0.75}, False),
+        ({"pretrain_epochs": 0}, False),
+        ({"seed": 1}, False),
+        ({"grad_clip": 0.0}, False),  # pretraining clips its gradients too
+    ],
+)
+def test_which_ablation_variants_reuse_the_final_models_pretraining(variant, shares):
+    assert shares_final_pretraining(variant) is shares

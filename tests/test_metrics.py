@@ -48,3 +48,26 @@ def test_paired_differences_resample_groups_too():
 
 def test_an_empty_test_set_gives_no_interval():
     assert bootstrap_intervals(np.array([], int), np.array([]), 10) == {}
+
+
+def test_metrics_take_covid_as_positive():
+    y = [1, 1, 1, 0, 0, 0]
+    prob = [0.9, 0.8, 0.2, 0.1, 0.1, 0.7]  # COVID: 2 of 3 found; 1 false alarm
+    m = binary_metrics(y, prob)
+    assert m["recall"] == pytest.approx(2 / 3) and m["precision"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(2 / 3)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 2)
+
+
+def test_paired_differences_score_both_models_on_the_same_resamples():
+    from vitct.metrics import paired_differences
+
+    y = np.array([1, 0] * 50)
+    right = y.astype(float)
+    wrong_on_ten = right.copy()
+    wrong_on_ten[:10] = 1 - wrong_on_ten[:10]
+    same = paired_differences(y, right, right, n_resamples=50)
+    assert same["accuracy"] == [0.0, 0.0, 0.0]
+    diff, low, high = paired_differences(y, right, wrong_on_ten, n_resamples=200)["accuracy"]
+    assert diff == pytest.approx(0.10)
+    assert 0 < low <= diff <= high

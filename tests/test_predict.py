@@ -1,4 +1,4 @@
-"""Classifying new scans: the Python API, the `vitct predict` command and the predict rule.
+"""Classifying new scans: the Python API and the `vitct predict` command.
 
 Every bad input is named in a test; each is classified beside good images, which must still get
 their predictions. URLs are served by a local http.server on 127.0.0.1 only.
@@ -6,8 +6,6 @@ their predictions. URLs are served by a local http.server on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import json
-import shutil
 import struct
 import subprocess
 import sys
@@ -21,16 +19,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import demo_run_config, jobs_to_run, rewrite_header, snakemake, write_config
+from conftest import (
+    rewrite_header,
+    vitct,
+)
 from PIL import Image
 
+from vitct import cli
 from vitct.artifact import ArtifactError, save_artifact
 from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS
 from vitct.model import ViT
 from vitct.predict import COLUMNS, DemoModelWarning, load_model
 from vitct.settings import ViTConfig
-
-VITCT = Path(sys.executable).with_name("vitct")  # the console script of this environment
 
 
 @pytest.fixture(scope="module")
@@ -318,10 +318,6 @@ def test_url_http_error(model_path, server, good):
 # --- the command ------------------------------------------------------------------------------
 
 
-def vitct(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VITCT), *args], capture_output=True, text=True, timeout=300)
-
-
 def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
     ok = vitct("predict", str(model_path), str(good))
     assert ok.returncode == 0, ok.stderr
@@ -356,72 +352,6 @@ def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
     assert bad.stderr.startswith("vitct: ") and "not a readable vitct model file" in bad.stderr
 
 
-# --- against the pipeline's own evaluation ------------------------------------------------------
-
-
-def evaluation_images(run: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Evaluation's predictions.csv and the absolute paths of its test images."""
-    evaluation = pd.read_csv(run / "results/final/predictions.csv")
-    root = run / json.loads((run / "results/data/source.json").read_text())["root"]
-    return evaluation, [str(root / p) for p in evaluation.path]
-
-
-@pytest.mark.slow
-def test_predictions_identical_to_evaluation(demo_run, tmp_path):
-    evaluation, paths = evaluation_images(demo_run)
-    model = demo_run / "results/final/model.safetensors"
-    with pytest.warns(DemoModelWarning):  # the demo run's model says where it came from
-        api = load_model(model).predict(paths)
-    out = tmp_path / "cli.csv"
-    proc = vitct("predict", str(model), *paths, "-o", str(out))
-    assert proc.returncode == 0, proc.stderr
-    cli = pd.read_csv(out, keep_default_na=False)
-    for table in (api, cli):
-        assert table.path.tolist() == paths
-        assert (table.error == "").all()
-        assert table.predicted.tolist() == evaluation.predicted.tolist()
-    # Evaluation writes 6 decimals. The same pixels through the same model give the same
-    # numbers up to float sums in other batch sizes, which can tip the 6th decimal.
-    for table in (api, cli):
-        np.testing.assert_allclose(table.prob_covid, evaluation.prob_covid, rtol=0, atol=1.01e-6)
-
-
-@pytest.mark.slow
-def test_predict_rule_classifies_a_configured_folder(demo_run, tmp_path):
-    workdir = tmp_path / "run"
-    shutil.copytree(demo_run, workdir, symlinks=True)  # keeps mtimes: nothing upstream reruns
-    evaluation, paths = evaluation_images(workdir)
-    scans = workdir / "new_scans"
-    (scans / "more").mkdir(parents=True)
-    shutil.copy(paths[0], scans / "one.png")
-    shutil.copy(paths[-1], scans / "more" / "two.png")
-    (scans / "broken.png").write_bytes(Path(paths[1]).read_bytes()[:300])
-    (scans / "notes.txt").write_text("not a scan")
-    write_config(workdir, demo_run_config(predict={"inputs": {"new": "new_scans"}}))
-    assert "predict" not in jobs_to_run(workdir)  # never part of `all`
-
-    model = workdir / "results/final/model.safetensors"
-    trained = model.stat().st_mtime_ns
-    snakemake(workdir, "results/predictions/new.csv")
-    assert model.stat().st_mtime_ns == trained  # only the predict job ran
-    table = pd.read_csv(workdir / "results/predictions/new.csv", keep_default_na=False)
-    assert list(table.columns) == COLUMNS
-    names = ["broken.png", "more/two.png", "one.png"]  # sorted; notes.txt is no image
-    assert table.path.tolist() == [f"new_scans/{n}" for n in names]
-    assert "truncated" in table.error[0]
-    expected = evaluation.iloc[[-1, 0]]  # two.png, one.png
-    assert table.predicted[1:].tolist() == expected.predicted.tolist()
-    # other batch companions than in evaluation: equal up to the 6 decimals written
-    np.testing.assert_allclose(table.prob_covid[1:].astype(float), expected.prob_covid, atol=2e-6)
-    log = (workdir / "results/logs/predict/new.log").read_text()
-    assert "classified 2 of 3 images" in log and "could not classify new_scans/broken.png" in log
-    assert (workdir / "results/benchmarks/predict/new.tsv").exists()
-
-    unknown = snakemake(workdir, "results/predictions/other.csv", check=False)
-    assert unknown.returncode != 0
-    assert "predict.inputs has no entry 'other'" in unknown.stdout + unknown.stderr
-
-
 @pytest.mark.parametrize("module", ["vitct.predict", "vitct.inference", "vitct.attention"])
 def test_inference_does_not_import_the_training_loop(module):
     loaded = subprocess.run(
@@ -431,3 +361,32 @@ def test_inference_does_not_import_the_training_loop(module):
         check=True,
     ).stdout.strip()
     assert loaded == "False", f"importing {module} imports vitct.train"
+
+
+def test_predict_applies_the_same_size_policy(tmp_path):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    save_artifact(tmp_path / "m.safetensors", model, {"image_size": 16, "mean": 0.4, "std": 0.2})
+    Image.new("L", (1, 1), 128).save(tmp_path / "dot.png")
+    table = load_model(tmp_path / "m.safetensors").predict(tmp_path / "dot.png")
+    assert table.error[0] == "image too small: 1x1 pixels, under 16 on a side (no CT slice)"
+    assert MAX_IMAGE_PIXELS == 50_000_000  # the one limit, in data.py, for both
+
+
+def test_predict_warns_when_the_model_was_trained_on_demo_data(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    path = tmp_path / "demo.safetensors"
+    pre = {"image_size": 16, "mean": 0.4, "std": 0.2}
+    save_artifact(path, model, pre, data={"source": "demo", "real_data": False})
+    Image.fromarray(np.full((20, 20), 100, np.uint8)).save(tmp_path / "scan.png")
+    with pytest.warns(DemoModelWarning, match="trained on the synthetic demo data"):
+        load_model(path)
+    assert cli.main(["predict", str(path), str(tmp_path / "scan.png")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("vitct: warning: ") and "synthetic demo data" in err
+    assert err.count("\n") == 1
+    real = tmp_path / "real.safetensors"
+    save_artifact(real, model, pre, data={"source": "local", "real_data": True})
+    assert cli.main(["predict", str(real), str(tmp_path / "scan.png")]) == 0
+    assert capsys.readouterr().err == ""

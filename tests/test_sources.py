@@ -24,14 +24,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import KAGGLE_STAND_IN, put_kaggle_stand_in_on_path
+from conftest import (
+    KAGGLE_STAND_IN,
+    put_kaggle_stand_in_on_path,
+)
 from PIL import Image
 
-from vitct.data import CLASS_DIRS
+from vitct.data import (
+    CLASS_DIRS,
+)
 from vitct.sources import (
     _redact,
     explain_kaggle_failure,
     find_class_root,
+    from_demo,
     from_kaggle,
     from_local,
     safe_extract,
@@ -39,8 +45,14 @@ from vitct.sources import (
 from vitct.step import UserError
 
 SLUG = "plameneduardo/sarscov2-ctscan-dataset"
+
+
 STAND_IN = KAGGLE_STAND_IN
+
+
 KEY = "k3y-that-must-never-be-printed-0123456789"
+
+
 MB = 2**20
 
 
@@ -237,6 +249,8 @@ def test_kaggle_download(stand_in, tmp_path, caplog):
 
 
 REJECTED = {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": KEY}
+
+
 KAGGLE_FAILURES = {
     "no credentials": ("auth", {}, "Kaggle asks for credentials and none are set"),
     "rejected credentials": ("auth", REJECTED, "Kaggle rejected the credentials"),
@@ -287,19 +301,27 @@ REFUSED = (
     "(host='localhost', port=80): Failed to establish a new connection: [Errno 111] Connection "
     'refused"))'
 )
+
+
 TOKEN_OFFLINE = (
     "Traceback (most recent call last):\n  ...\nrequests.exceptions.ConnectionError: "
     "HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded with url: "
     "/v1/security.OAuthService/IntrospectToken (Caused by NameResolutionError(...))"
 )
+
+
 TOKEN_REJECTED = (
     "Traceback (most recent call last):\n  ...\nrequests.exceptions.HTTPError: Unauthenticated"
 )
+
+
 FORBIDDEN = (
     "403 Client Error: Forbidden for url: https://api.kaggle.com/v1/datasets.DatasetApiService/"
     "DownloadDataset\n\nYou don't have access to this resource.\nIf this is a competition, you "
     "may need to accept its rules first at\n  https://www.kaggle.com/competitions/<competition>/rules"
 )
+
+
 RECORDED = {
     "connection refused": (REFUSED, "Kaggle cannot be reached"),
     "token, no network": (TOKEN_OFFLINE, "Kaggle cannot be reached"),
@@ -461,3 +483,13 @@ def test_stand_in_prints_what_the_real_cli_prints(case, real_kaggle, kaggle_env,
     if credentials:  # they reached Kaggle, which turned them down
         expected = base64.b64encode(f"someone:{KEY}".encode()).decode()
         assert authorizations == [f"Basic {expected}"]
+
+
+def test_the_demo_folder_is_rebuilt_from_nothing_when_its_settings_change(tmp_path):
+    root = from_demo(tmp_path, 6, seed=1)
+    first = (root / "COVID" / "Covid (1).png").read_bytes()
+    root = from_demo(tmp_path, 4, seed=2)
+    for class_dir in ("COVID", "non-COVID"):
+        assert len(list((root / class_dir).iterdir())) == 4  # none of the earlier six kept
+    assert (root / "COVID" / "Covid (1).png").read_bytes() != first  # the new seed's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no partial folder left

@@ -1,4 +1,5 @@
-"""The whole pipeline on the tiny demo config: outputs, report, rerun-only-what-changed."""
+"""The whole pipeline on the tiny demo config: outputs, report, rerun-only-what-changed, and the
+predict rule and command against the pipeline's own evaluation."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import (
@@ -14,8 +16,11 @@ from conftest import (
     jobs_to_run,
     snakemake,
     tiny_config,
+    vitct,
     write_config,
 )
+
+from vitct.predict import COLUMNS, DemoModelWarning, load_model
 
 pytestmark = pytest.mark.slow
 
@@ -383,3 +388,77 @@ def test_snakemake_report_collects_the_annotated_outputs(demo_run: Path, tmp_pat
     names = zipfile.ZipFile(target).namelist()
     for figure in ("grid.png", "confusion_matrix.png", "roc.png", "rollout.png", "curves.png"):
         assert any(n.endswith(figure) for n in names), figure
+
+
+def test_a_file_name_with_braces_is_no_wildcard(folder, tmp_path):
+    shutil.move(folder / "COVID" / "Covid (2).png", folder / "COVID" / "Covid {2}.png")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    write_config(workdir, tiny_config(dataset={"source": "local", "path": str(folder)}))
+    assert jobs_to_run(workdir)["fetch_data"] == 1  # the DAG builds: no WildcardError
+
+
+# --- against the pipeline's own evaluation ------------------------------------------------------
+
+
+def evaluation_images(run: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Evaluation's predictions.csv and the absolute paths of its test images."""
+    evaluation = pd.read_csv(run / "results/final/predictions.csv")
+    root = run / json.loads((run / "results/data/source.json").read_text())["root"]
+    return evaluation, [str(root / p) for p in evaluation.path]
+
+
+@pytest.mark.slow
+def test_predictions_identical_to_evaluation(demo_run, tmp_path):
+    evaluation, paths = evaluation_images(demo_run)
+    model = demo_run / "results/final/model.safetensors"
+    with pytest.warns(DemoModelWarning):  # the demo run's model says where it came from
+        api = load_model(model).predict(paths)
+    out = tmp_path / "cli.csv"
+    proc = vitct("predict", str(model), *paths, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    cli = pd.read_csv(out, keep_default_na=False)
+    for table in (api, cli):
+        assert table.path.tolist() == paths
+        assert (table.error == "").all()
+        assert table.predicted.tolist() == evaluation.predicted.tolist()
+    # Evaluation writes 6 decimals. The same pixels through the same model give the same
+    # numbers up to float sums in other batch sizes, which can tip the 6th decimal.
+    for table in (api, cli):
+        np.testing.assert_allclose(table.prob_covid, evaluation.prob_covid, rtol=0, atol=1.01e-6)
+
+
+@pytest.mark.slow
+def test_predict_rule_classifies_a_configured_folder(demo_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(demo_run, workdir, symlinks=True)  # keeps mtimes: nothing upstream reruns
+    evaluation, paths = evaluation_images(workdir)
+    scans = workdir / "new_scans"
+    (scans / "more").mkdir(parents=True)
+    shutil.copy(paths[0], scans / "one.png")
+    shutil.copy(paths[-1], scans / "more" / "two.png")
+    (scans / "broken.png").write_bytes(Path(paths[1]).read_bytes()[:300])
+    (scans / "notes.txt").write_text("not a scan")
+    write_config(workdir, demo_run_config(predict={"inputs": {"new": "new_scans"}}))
+    assert "predict" not in jobs_to_run(workdir)  # never part of `all`
+
+    model = workdir / "results/final/model.safetensors"
+    trained = model.stat().st_mtime_ns
+    snakemake(workdir, "results/predictions/new.csv")
+    assert model.stat().st_mtime_ns == trained  # only the predict job ran
+    table = pd.read_csv(workdir / "results/predictions/new.csv", keep_default_na=False)
+    assert list(table.columns) == COLUMNS
+    names = ["broken.png", "more/two.png", "one.png"]  # sorted; notes.txt is no image
+    assert table.path.tolist() == [f"new_scans/{n}" for n in names]
+    assert "truncated" in table.error[0]
+    expected = evaluation.iloc[[-1, 0]]  # two.png, one.png
+    assert table.predicted[1:].tolist() == expected.predicted.tolist()
+    # other batch companions than in evaluation: equal up to the 6 decimals written
+    np.testing.assert_allclose(table.prob_covid[1:].astype(float), expected.prob_covid, atol=2e-6)
+    log = (workdir / "results/logs/predict/new.log").read_text()
+    assert "classified 2 of 3 images" in log and "could not classify new_scans/broken.png" in log
+    assert (workdir / "results/benchmarks/predict/new.tsv").exists()
+
+    unknown = snakemake(workdir, "results/predictions/other.csv", check=False)
+    assert unknown.returncode != 0
+    assert "predict.inputs has no entry 'other'" in unknown.stdout + unknown.stderr

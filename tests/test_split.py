@@ -1,11 +1,11 @@
-"""A split or class left empty by split.fractions stops the run at the split step, with the
-numbers and the fraction to change, not at evaluation after the whole sweep."""
+"""The train/val/test split: stratified, seeded, duplicates and groups kept on one side, and a
+split too small for its fractions stops the run with the numbers."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import snakemake, tiny_config
+from conftest import SPLIT_FRACTIONS, snakemake, tiny_config
 
 from vitct.split import SplitError, assign_splits, check_split
 
@@ -67,3 +67,36 @@ def test_the_run_stops_at_the_split_step(tmp_path):
     assert "vitct: rule 'split_manifest' failed: SplitError: split strategy random:" in console
     assert "split.fractions.test 0.01 is too small" in console and "Traceback" not in console
     assert not (tmp_path / "results/sweep").exists()  # no training started
+
+
+def test_exact_duplicates_never_straddle_splits():
+    rows = [{"path": f"{i}.png", "label": i // 4 % 2, "sha256": f"h{i // 4}"} for i in range(200)]
+    manifest = pd.DataFrame(rows)
+    for seed in range(5):
+        split = assign_splits(manifest, {"train": 0.6, "val": 0.2, "test": 0.2}, seed)
+        assert (manifest.assign(split=split).groupby("sha256").split.nunique() == 1).all()
+
+
+def test_split_is_stratified_seeded_and_close_to_the_fractions():
+    manifest = pd.DataFrame(
+        {
+            "path": [f"{i}" for i in range(1000)],
+            "label": [i % 2 for i in range(1000)],
+            "sha256": [f"h{i}" for i in range(1000)],
+        }
+    )
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    a = assign_splits(manifest, fractions, 1)
+    assert a.equals(assign_splits(manifest, fractions, 1))
+    assert not a.equals(assign_splits(manifest, fractions, 2))
+    counts = pd.crosstab(a, manifest.label)
+    assert (counts.loc["train"] == 350).all() and (counts.loc["test"] == 75).all()
+
+
+def test_grouped_split_keeps_stratification_roughly():
+    rows = [{"path": str(i), "label": i % 2, "group": i // 3} for i in range(600)]
+    manifest = pd.DataFrame(rows)
+    manifest["label"] = manifest.group % 2  # groups share a label
+    split = assign_splits(manifest, SPLIT_FRACTIONS, 0, group_column="group")
+    counts = pd.crosstab(split, manifest.label)
+    assert (abs(counts.loc["train"] - 180) <= 3).all()
