@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from vitct.manifest import colour_mode_table
 from vitct.split import split_summary
-from vitct.summary import headline_rows, source_line
+from vitct.summary import external_rows, headline_rows, source_line
 
 PACKAGES = (
     "vitct",
@@ -104,6 +104,9 @@ def headline(inputs: dict, config: dict) -> tuple[list[dict], str]:
     strategy = config["split"]["strategy"]
     parameters = _json(inputs["train_metrics"])["parameters"]
     rows = headline_rows(metrics, _json(inputs["baselines"]), strategy, parameters)
+    for name in config["evaluation"].get("external", {}):
+        external = external_rows(name, _json(inputs[f"external_{name}_metrics"]))
+        rows += [{title: row.get(title, "") for title in rows[0]} for row in external]
     return rows, source_line(_json(inputs["receipt"]), metrics["n"], strategy)
 
 

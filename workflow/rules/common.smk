@@ -280,3 +280,4 @@ wildcard_constraints:
     size="[0-9]+",
     fold="[0-9]+",
     seed="[0-9]+",
+    ext="[A-Za-z0-9_-]+",

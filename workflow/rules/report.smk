@@ -2,6 +2,7 @@ rule report:
     input:
         unpack(ablation_outputs),
         unpack(cv_outputs),
+        unpack(external_outputs),
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
         rejects=rules.build_manifest.output.rejects,
@@ -19,6 +20,9 @@ rule report:
         heads=rules.attention_maps.output.heads,
         rollout=rules.attention_maps.output.rollout,
         code=package_files("report", "summary"),
+        external_reliability=expand(
+            f"{RESULTS}/external/{{ext}}/reliability.png", ext=EXTERNAL
+        ),
     output:
         html=f"{RESULTS}/report.html",
         summary=f"{RESULTS}/summary.md",
