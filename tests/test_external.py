@@ -67,7 +67,7 @@ def test_external_set_is_scored_beside_the_in_source_test(external_run):
     results = workdir / "results"
     assert (results / "final" / "metrics.json").is_file(), proc.stdout[-3000:]
     metrics = json.loads((results / "external" / "scanner_b" / "metrics.json").read_text())
-    assert metrics["n"] == 19 and metrics["rejected_files"] == 1
+    assert metrics["n"] == 20 and metrics["rejected_files"] == 1
     assert set(metrics["ci95"]) == {"accuracy", "mcc", "roc_auc"}
     assert set(metrics["baselines"]) == {"nearest_neighbour", "grey_histogram"}
     assert (results / "external" / "scanner_b" / "reliability.png").stat().st_size > 0

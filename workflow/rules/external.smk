@@ -108,7 +108,7 @@ use rule grey_histograms as external_grey_histograms with:
 rule evaluate_external:
     input:
         model=rules.train_final.output.model,
-        cache=f"{EXTERNAL_DIR}/images_{Path(FINAL_IMAGES).name}",
+        cache=f"{EXTERNAL_DIR}/{Path(FINAL_IMAGES).name}",
         histograms=rules.external_grey_histograms.output.histograms,
         manifest=rules.external_manifest.output.manifest,
         rejects=rules.external_manifest.output.rejects,
