@@ -111,3 +111,17 @@ def test_real_external_set_reads_through_the_manifest():
     counts = manifest.class_dir.value_counts().to_dict()
     assert counts.get("COVID", 0) + len(rejects[rejects.class_dir == "COVID"]) == 163
     assert counts.get("non-COVID", 0) + len(rejects[rejects.class_dir == "non-COVID"]) == 208
+
+
+def test_report_shows_the_external_set_beside_the_in_source_test(external_run):
+    workdir, good, _ = external_run
+    config = tiny_config(
+        evaluation={"external": {"scanner_b": str(good)}},
+        ablation={"variants": {"no_augmentation": {"augment": False}}},
+    )
+    snakemake(workdir, config=config)  # without the broken set, only the report is left
+    summary = (workdir / "results" / "summary.md").read_text()
+    assert "ViT, final model, on external set scanner_b (n = 20)" in summary
+    assert "grey-level histograms, on external set scanner_b" in summary
+    html = (workdir / "results" / "report.html").read_text()
+    assert "reliability diagram on scanner_b" in html

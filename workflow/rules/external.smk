@@ -48,7 +48,7 @@ def external_outputs(wildcards):
     return {
         f"external_{name}_{kind}": f"{RESULTS}/external/{name}/{kind}.{suffix}"
         for name in EXTERNAL
-        for kind, suffix in (("metrics", "json"), ("variants", "tsv"))
+        for kind, suffix in (("metrics", "json"), ("variants", "tsv"), ("reliability", "png"))
     }
 
 

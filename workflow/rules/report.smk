@@ -20,9 +20,6 @@ rule report:
         heads=rules.attention_maps.output.heads,
         rollout=rules.attention_maps.output.rollout,
         code=package_files("report", "summary"),
-        external_reliability=expand(
-            f"{RESULTS}/external/{{ext}}/reliability.png", ext=EXTERNAL
-        ),
     output:
         html=f"{RESULTS}/report.html",
         summary=f"{RESULTS}/summary.md",
