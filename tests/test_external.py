@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import real_data_root, snakemake, tiny_config
 from PIL import Image
 
-from conftest import real_data_root, snakemake, tiny_config
 from vitct.manifest import build_manifest
 from vitct.predict import load_model
 from vitct.synthetic import generate
