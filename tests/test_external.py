@@ -99,7 +99,7 @@ def test_empty_external_class_folder_names_it_and_keeps_the_rest(external_run):
     workdir, _, proc = external_run
     assert proc.returncode != 0  # the report waits for every external set
     log = (workdir / "results" / "logs" / "external" / "manifest_empty_class.log").read_text()
-    assert "non-COVID" in log and "is empty" in log
+    assert "non-COVID" in log and "is empty" in log and "evaluation.external.empty_class" in log
     assert (workdir / "results" / "external" / "scanner_b" / "metrics.json").is_file()
     assert (workdir / "results" / "final" / "predictions.csv").is_file()
 
@@ -125,3 +125,13 @@ def test_report_shows_the_external_set_beside_the_in_source_test(external_run):
     assert "grey-level histograms, on external set scanner_b" in summary
     html = (workdir / "results" / "report.html").read_text()
     assert "reliability diagram on scanner_b" in html
+
+
+def test_demo_source_can_be_the_second_scanner(tmp_path):
+    demo = {"n_per_class": 4, "seed": 3, "scanner": "b"}
+    config = tiny_config(dataset={"source": "demo", "demo": demo})
+    snakemake(tmp_path, "results/data/source.json", config=config)
+    receipt = json.loads((tmp_path / "results" / "data" / "source.json").read_text())
+    assert receipt["counts"] == {"COVID": 4, "non-COVID": 4} and not receipt["real_data"]
+    first = Image.open(tmp_path / receipt["root"] / "COVID" / "Covid (1).png").convert("L")
+    assert np.asarray(first)[:3, :3].mean() > 150  # scanner b's bright background

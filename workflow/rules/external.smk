@@ -27,6 +27,8 @@ use rule build_manifest as external_manifest with:
         f"{LOGS}/external/manifest_{{ext}}.log",
     benchmark:
         f"{BENCH}/external/manifest_{{ext}}.tsv"
+    params:
+        setting=lambda wildcards: f"evaluation.external.{wildcards.ext}",
 
 
 use rule preprocess as external_preprocess with:
