@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import real_data_root, snakemake, tiny_config
+from conftest import jobs_to_run, real_data_root, snakemake, tiny_config, write_config
 from PIL import Image
 
 from vitct.manifest import build_manifest
@@ -135,3 +135,23 @@ def test_demo_source_can_be_the_second_scanner(tmp_path):
     assert receipt["counts"] == {"COVID": 4, "non-COVID": 4} and not receipt["real_data"]
     first = Image.open(tmp_path / receipt["root"] / "COVID" / "Covid (1).png").convert("L")
     assert np.asarray(first)[:3, :3].mean() > 150  # scanner b's bright background
+
+
+def test_adding_an_external_set_runs_only_its_steps_and_the_report(external_run):
+    workdir, good, _ = external_run
+    config = tiny_config(
+        evaluation={"external": {"scanner_b": str(good), "again": str(good)}},
+        ablation={"variants": {"no_augmentation": {"augment": False}}},
+    )
+    write_config(workdir, config)
+    jobs = jobs_to_run(workdir)
+    assert set(jobs) == {
+        "all",
+        "fetch_external",
+        "external_manifest",
+        "external_preprocess",
+        "external_grey_histograms",
+        "evaluate_external",
+        "report",
+    }, jobs
+    assert jobs["evaluate_external"] == 1
