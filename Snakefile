@@ -17,6 +17,7 @@ include: "workflow/rules/sweep.smk"
 include: "workflow/rules/final.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/cv.smk"
+include: "workflow/rules/external.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/startup.smk"
@@ -26,6 +27,8 @@ include: "workflow/rules/startup.smk"
 localrules:
     fetch_data,
     build_manifest,
+    fetch_external,
+    external_manifest,
     split_manifest,
     aggregate_sweep,
     ablation_table,

@@ -167,6 +167,13 @@ def check(config: dict, schema: dict | None = None) -> None:
         )
     if config["dataset"]["source"] == "local" and not config["dataset"]["path"]:
         raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
+    for name, path in config.get("evaluation", {}).get("external", {}).items():
+        # Before any job: a wrong path would otherwise only fail after training.
+        if not Path(path).expanduser().exists():
+            raise ConfigError(
+                f"evaluation.external.{name}: '{path}' does not exist; point it at a folder "
+                "(or zip) holding COVID/ and non-COVID/, or remove the entry"
+            )
     known = MODEL_KEYS | TRAINING_KEYS
     variants = config.get("ablation", {}).get("variants", {})
     sections = {

@@ -222,3 +222,25 @@ def plot_cv_runs(runs: pd.DataFrame, headline: dict, path, final_test: float | N
     axes[0].get_legend().remove()
     axes[1].legend(fontsize=7, loc="lower right", title="seed", title_fontsize=7)
     _save(fig, path)
+
+
+def plot_reliability(y_true, prob_covid, title: str, path, bins: int = 10) -> None:
+    """Reliability diagram: mean predicted COVID probability per bin against the share of COVID
+    slices in it (empty bins left out), with how many slices fall in each bin."""
+    y_true, prob = np.asarray(y_true), np.asarray(prob_covid, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    used = counts > 0
+    mean_prob = np.bincount(which, prob, bins)[used] / counts[used]
+    share = np.bincount(which, y_true.astype(float), bins)[used] / counts[used]
+    fig, (ax, ax_n) = plt.subplots(
+        2, 1, figsize=(4.6, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="calibrated")
+    ax.plot(mean_prob, share, marker="o", label="model")
+    ax.set(ylabel="share of COVID slices", title=title, xlim=(0, 1), ylim=(-0.02, 1.02))
+    ax.legend(frameon=False)
+    ax_n.bar(edges[:-1], counts, width=1 / bins, align="edge", color="tab:grey")
+    ax_n.set(xlabel="predicted COVID probability", ylabel="slices")
+    _save(fig, path)

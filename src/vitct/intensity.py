@@ -36,6 +36,11 @@ def load_histograms(path, paths) -> np.ndarray:
     return stored["histograms"][rows_of(stored["paths"], list(paths), path)]
 
 
+def fit_histogram_model(histograms: np.ndarray, labels: np.ndarray, seed: int):
+    """The grey-level baseline's classifier, fitted on these histograms (one row per scan)."""
+    return HistGradientBoostingClassifier(random_state=seed).fit(histograms, labels)
+
+
 def histogram_baseline(
     histograms: np.ndarray,
     labels: np.ndarray,
@@ -46,7 +51,6 @@ def histogram_baseline(
     """Gradient boosting on grey-level histograms (one row per cached image), fitted on
     train+val, scored on test, overall and on the test images with no near-duplicate seen (as
     the 1-NN baseline); `neighbours` is what neighbours.nearest_seen returned for the split."""
-    model = HistGradientBoostingClassifier(random_state=seed)
-    model.fit(histograms[neighbours.seen], labels[neighbours.seen])
+    model = fit_histogram_model(histograms[neighbours.seen], labels[neighbours.seen], seed)
     prob = model.predict_proba(histograms[neighbours.test])[:, 1]
     return score_test_subsets(labels[neighbours.test], prob, neighbours.similarity, threshold)

@@ -61,14 +61,14 @@ def _inspect(path: Path) -> tuple[dict | None, str | None]:
     return {"width": img.size[0], "height": img.size[1], "mode": img.mode}, None
 
 
-def _class_files(root: Path, class_dir: str) -> list[Path]:
+def _class_files(root: Path, class_dir: str, setting: str) -> list[Path]:
     folder = root / class_dir
     if not folder.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         raise DataLayoutError(
             f"class folder '{folder}' is missing (found folders: {found or 'none'}). "
             f"The data folder must hold {' and '.join(repr(c) for c in CLASS_DIRS)} sub-folders "
-            "as the Kaggle archive unpacks; point dataset.path at the folder that holds them."
+            f"as the Kaggle archive unpacks; point {setting} at the folder that holds them."
         )
     # Broken links too: they get a rejects row, not silence.
     files = sorted(
@@ -79,17 +79,20 @@ def _class_files(root: Path, class_dir: str) -> list[Path]:
     if not files:
         raise DataLayoutError(
             f"class folder '{folder}' is empty: no images of class {class_dir}. "
-            "Add the images, or fix dataset.path."
+            f"Add the images, or fix {setting}."
         )
     return files
 
 
-def build_manifest(root: str | Path, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Walk root/COVID and root/non-COVID; return (manifest, rejects)."""
+def build_manifest(
+    root: str | Path, progress: bool = True, setting: str = "dataset.path"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Walk root/COVID and root/non-COVID; return (manifest, rejects). `setting` is the config
+    key that named the folder, for the messages (an external set's own key)."""
     root = Path(root)
     if not root.is_dir():
-        raise DataLayoutError(f"data folder '{root}' does not exist; check dataset.path.")
-    files = [(c, p) for c in CLASS_DIRS for p in _class_files(root, c)]
+        raise DataLayoutError(f"data folder '{root}' does not exist; check {setting}.")
+    files = [(c, p) for c in CLASS_DIRS for p in _class_files(root, c, setting)]
     rows, rejects = [], _other_folders(root)
     for class_dir, path in tqdm(files, desc="manifest", disable=not progress, mininterval=2):
         info, reason = _inspect(path)

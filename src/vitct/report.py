@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from vitct.manifest import colour_mode_table
 from vitct.split import split_summary
-from vitct.summary import headline_rows, source_line
+from vitct.summary import external_rows, headline_rows, source_line
 
 PACKAGES = (
     "vitct",
@@ -104,6 +104,9 @@ def headline(inputs: dict, config: dict) -> tuple[list[dict], str]:
     strategy = config["split"]["strategy"]
     parameters = _json(inputs["train_metrics"])["parameters"]
     rows = headline_rows(metrics, _json(inputs["baselines"]), strategy, parameters)
+    for name in config["evaluation"].get("external", {}):
+        external = external_rows(name, _json(inputs[f"external_{name}_metrics"]))
+        rows += [{title: row.get(title, "") for title in rows[0]} for row in external]
     return rows, source_line(_json(inputs["receipt"]), metrics["n"], strategy)
 
 
@@ -151,6 +154,27 @@ def _versus_baselines(metrics: dict, baselines: dict, strategy: str) -> list[dic
                 }
             )
     return rows
+
+
+def _external_sets(inputs: dict, config: dict) -> list[dict]:
+    """Per external set: its size, rejects, groups, the variants' table and reliability figure."""
+    sets = []
+    for name, path in config["evaluation"].get("external", {}).items():
+        metrics = _json(inputs[f"external_{name}_metrics"])
+        variants = pd.read_csv(inputs[f"external_{name}_variants"], sep="\t")
+        sets.append(
+            {
+                "name": name,
+                "path": path,
+                "n": metrics["n"],
+                "rejected": metrics["rejected_files"],
+                "groups": metrics["near_duplicate_groups"],
+                "covid_share": metrics["predicted_covid_share"],
+                "variants": _table(variants, index=False),
+                "reliability": embed_png(inputs[f"external_{name}_reliability"]),
+            }
+        )
+    return sets
 
 
 def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: str | Path) -> str:
@@ -208,6 +232,7 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         test_metrics=_table(test_metrics, index=False),
         ablation=ablation,
         cv=cv,
+        external=_external_sets(inputs, config),
         cv_rows=_cv_rows(cv) if cv else [],
         cv_folds=_table(pd.read_csv(inputs["cv_folds"], sep="\t"), index=False) if cv else "",
         cv_figure=embed_png(inputs["cv_figure"]) if cv else "",

@@ -101,14 +101,14 @@ def safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
     os.replace(tmp, target)
 
 
-def from_demo(work_dir: Path, n_per_class: int, seed: int) -> Path:
+def from_demo(work_dir: Path, n_per_class: int, seed: int, scanner: str = "a") -> Path:
     """The synthetic slices in work_dir/images, generated from nothing every time: the folder is
     replaced whole, so changed settings (fewer slices, say) never keep an earlier run's images."""
     target = work_dir / "images"
     work_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_dir))
     try:
-        generate(tmp, n_per_class, seed)
+        generate(tmp, n_per_class, seed, scanner=scanner)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -41,6 +41,25 @@ def headline_rows(metrics: dict, baselines: dict, strategy: str, parameters: int
     return rows
 
 
+def external_rows(name: str, metrics: dict) -> list[dict]:
+    """Rows for one external set (evaluation.external), beside the in-source ones: the ViT with
+    its intervals, then both baselines fitted on the in-source images, scored on the set."""
+    title = f"on external set {name} (n = {metrics['n']})"
+    models = (
+        (f"ViT, final model, {title}", metrics),
+        (f"1-NN on 32x32 pixels, {title}", metrics["baselines"]["nearest_neighbour"]),
+        (f"grey-level histograms, {title}", metrics["baselines"]["grey_histogram"]),
+    )
+    rows = []
+    for model, scored in models:
+        row = {"model": model}
+        for key, title_ in METRICS:
+            row[f"{title_} [95% CI]"] = _number(scored.get(key), scored.get("ci95", {}).get(key))
+        rows.append(row)
+    rows[1]["ROC-AUC [95% CI]"] = ""  # the 1-NN's 0/1 votes rank nothing
+    return rows
+
+
 def source_line(receipt: dict, n_test: int, strategy: str) -> str:
     """On what: how many test images, of which data, split how."""
     counts = receipt.get("counts", {})

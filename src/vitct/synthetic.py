@@ -6,6 +6,10 @@ inside the lungs, some faint. Non-COVID slices carry confounders (denser vessel 
 brighter or darker lungs) so that brightness alone does not give the class away. File colour
 modes are drawn independently of the class, to exercise the grey conversion. This is NOT real
 data: everything made from it says so.
+
+Scanner "b" renders the same anatomy as another source would: another grey-level mapping
+(gamma and contrast), more noise, a bright background, a lower resolution and a tight crop. It
+stands in for scans from elsewhere (external evaluation) in the tests and the demo.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from vitct.data import CLASS_DIRS
 from vitct.outputs import write_output
 
 FILE_PREFIX = {"COVID": "Covid", "non-COVID": "Non-Covid"}
+SCANNERS = ("a", "b")
 
 
 def _ellipse_mask(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -86,14 +91,36 @@ def make_slice(rng: np.random.Generator, covid: bool) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 1.2))))
 
 
+def scanner_b(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The slice as a second scanner and export would give it: gamma and contrast, a bright
+    background outside the body, more noise, half to two thirds the resolution, a tight crop."""
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    background = a < 0.03
+    a = np.clip(0.15 + 0.8 * a ** rng.uniform(0.55, 0.75), 0, 1)
+    a[background] = rng.uniform(0.75, 0.95)
+    a = a * 255 + rng.normal(0, rng.uniform(10, 16), size=a.shape)
+    out = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    w, h = out.size
+    scale = rng.uniform(0.5, 0.67)
+    out = out.resize((max(16, int(w * scale)), max(16, int(h * scale))), Image.Resampling.BILINEAR)
+    w, h = out.size
+    dx, dy = int(w * rng.uniform(0.04, 0.1)), int(h * rng.uniform(0.04, 0.1))
+    return out.crop((dx, dy, w - dx, h - dy))
+
+
 def _encode_mode(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     """Store the grey slice as L, RGB or opaque RGBA at random, independent of the class."""
     mode = rng.choice(["L", "RGB", "RGBA"])
     return img if mode == "L" else img.convert(mode)
 
 
-def generate(out_dir: str | Path, n_per_class: int, seed: int, progress: bool = True) -> dict:
-    """Write `n_per_class` PNGs into out_dir/COVID and out_dir/non-COVID; return counts."""
+def generate(
+    out_dir: str | Path, n_per_class: int, seed: int, progress: bool = True, scanner: str = "a"
+) -> dict:
+    """Write `n_per_class` PNGs into out_dir/COVID and out_dir/non-COVID; return counts.
+    `scanner` "b" renders them as another source would (scanner_b)."""
+    if scanner not in SCANNERS:
+        raise ValueError(f"scanner must be one of {SCANNERS}, not {scanner!r}")
     out_dir = Path(out_dir)
     counts = {}
     for label_index, class_dir in enumerate(CLASS_DIRS):
@@ -103,7 +130,10 @@ def generate(out_dir: str | Path, n_per_class: int, seed: int, progress: bool = 
         rng = np.random.default_rng([seed, label_index])
         covid = class_dir == "COVID"
         for i in tqdm(range(1, n_per_class + 1), desc=class_dir, disable=not progress):
-            img = _encode_mode(make_slice(rng, covid), rng)
+            img = make_slice(rng, covid)
+            if scanner == "b":
+                img = scanner_b(img, rng)
+            img = _encode_mode(img, rng)
             path = folder / f"{FILE_PREFIX[class_dir]} ({i}).png"
             write_output(path, lambda f, img=img: img.save(f, format="PNG"))
         counts[class_dir] = n_per_class

@@ -275,8 +275,66 @@ def cv_outputs(wildcards):
     return outputs
 
 
+# External sets (evaluation.external, workflow/rules/external.smk).
+EXTERNAL = config["evaluation"]["external"]
+EXTERNAL_DIR = f"{RESULTS}/external/{{ext}}"
+
+
+def external_path(wildcards):
+    return EXTERNAL[wildcards.ext]
+
+
+def external_files(wildcards):
+    """Every file of the set (or the zip itself), so that changing one reruns its steps;
+    names with braces cannot be inputs (see braced_local_files)."""
+    path = Path(external_path(wildcards)).expanduser()
+    if not path.exists():
+        return []
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    )
+    return [str(p) for p in files if not braced(p)]
+
+
+def external_dataset(wildcards):
+    """The set as a local dataset, expecting no particular counts."""
+    return {
+        "source": "local",
+        "path": external_path(wildcards),
+        "max_extract_mb": config["dataset"]["max_extract_mb"],
+        "expected_counts": None,
+    }
+
+
+def variant_models(wildcards):
+    return expand(f"{RESULTS}/ablation/{{variant}}/model.safetensors", variant=VARIANTS)
+
+
+def variant_external_images(wildcards):
+    """Each variant's external images, at that variant's image size."""
+    return [
+        f"{RESULTS}/external/{wildcards.ext}/images_"
+        f"{run_settings(config, {**config['final']['overrides'], **v})[0]['image_size']}px.npz"
+        for v in VARIANTS.values()
+    ]
+
+
+def external_outputs(wildcards):
+    """Every external set's metrics and variant table, for the report."""
+    return {
+        f"external_{name}_{kind}": f"{RESULTS}/external/{name}/{kind}.{suffix}"
+        for name in EXTERNAL
+        for kind, suffix in (
+            ("metrics", "json"),
+            ("variants", "tsv"),
+            ("reliability", "png"),
+        )
+    }
+
+
 wildcard_constraints:
     variant="[A-Za-z0-9_-]+",
     size="[0-9]+",
     fold="[0-9]+",
     seed="[0-9]+",
+    ext="[A-Za-z0-9_-]+",

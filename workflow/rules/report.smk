@@ -2,6 +2,7 @@ rule report:
     input:
         unpack(ablation_outputs),
         unpack(cv_outputs),
+        unpack(external_outputs),
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
         rejects=rules.build_manifest.output.rejects,

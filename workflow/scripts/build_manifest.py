@@ -11,7 +11,9 @@ from vitct.outputs import write_text
 
 def main(snakemake):
     root = json.loads(Path(snakemake.input.receipt).read_text())["root"]
-    manifest, rejects = build_manifest(root)
+    # The config key that named the folder, for the messages: an external set has its own.
+    setting = snakemake.params.get("setting", "dataset.path")
+    manifest, rejects = build_manifest(root, setting=setting)
     write_text(snakemake.output.manifest, manifest.to_csv(sep="\t", index=False))
     write_text(snakemake.output.rejects, rejects.to_csv(sep="\t", index=False))
     logging.info(
