@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 
-from vitct.data import POSITIVE_LABEL
+from vitct.data import CLASS_NAMES, POSITIVE_LABEL
 
 BOOTSTRAP_METRICS = ("accuracy", "mcc", "roc_auc")
 
@@ -137,3 +138,20 @@ def paired_differences(
     a = weighted_scores(y_true, pred_a, prob_a, whole)
     b = weighted_scores(y_true, pred_b, prob_b, whole)
     return {m: [a[m] - b[m]] + percentile_interval(samples[m], level) for m in metrics}
+
+
+def prediction_table(paths, y_true, prob_covid, **columns) -> pd.DataFrame:
+    """One row per scored image: path, label, predicted class, COVID probability, whether it
+    was right, then any further `columns` in the order given."""
+    y_true, prob = np.asarray(y_true), np.asarray(prob_covid, dtype=float)
+    pred = (prob >= 0.5).astype(int)
+    return pd.DataFrame(
+        {
+            "path": paths,
+            "label": [CLASS_NAMES[i] for i in y_true],
+            "predicted": [CLASS_NAMES[i] for i in pred],
+            "prob_covid": np.round(prob, 6),
+            "correct": pred == y_true,
+            **columns,
+        }
+    )

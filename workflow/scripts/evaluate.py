@@ -8,10 +8,10 @@ import pandas as pd
 
 from vitct import step
 from vitct.artifact import load_artifact
-from vitct.data import CLASS_NAMES, load_cache, load_splits
+from vitct.data import load_cache, load_splits
 from vitct.figures import plot_confusion, plot_roc
 from vitct.inference import predict_proba
-from vitct.metrics import bootstrap_intervals
+from vitct.metrics import bootstrap_intervals, prediction_table
 from vitct.neighbours import nearest_seen, score_test_subsets
 from vitct.outputs import write_text
 
@@ -38,16 +38,12 @@ def main(snakemake):
     metrics["data"] = meta["data"]
     write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
     pred = (prob >= 0.5).astype(int)
-    predictions = pd.DataFrame(
-        {
-            "path": cache["test_paths"],
-            "label": [CLASS_NAMES[i] for i in y],
-            "predicted": [CLASS_NAMES[i] for i in pred],
-            "prob_covid": np.round(prob, 6),
-            "correct": pred == y,
-            "nearest_train_similarity": np.round(similarity, 4),
-            "near_duplicate_group": groups,
-        }
+    predictions = prediction_table(
+        cache["test_paths"],
+        y,
+        prob,
+        nearest_train_similarity=np.round(similarity, 4),
+        near_duplicate_group=groups,
     )
     write_text(snakemake.output.predictions, predictions.to_csv(index=False))
     plot_confusion(y, pred, snakemake.output.confusion)

@@ -10,12 +10,12 @@ import pandas as pd
 
 from vitct import step
 from vitct.artifact import load_artifact
-from vitct.data import CLASS_NAMES, load_cache
+from vitct.data import load_cache
 from vitct.external import baseline_probabilities, external_groups, score
 from vitct.figures import plot_reliability
 from vitct.inference import predict_proba
 from vitct.intensity import load_histograms
-from vitct.metrics import binary_metrics
+from vitct.metrics import binary_metrics, prediction_table
 from vitct.outputs import write_text
 
 
@@ -53,17 +53,7 @@ def main(snakemake):
         "baselines": {b: score(y, p, groups, params.bootstrap) for b, p in baselines.items()},
     }
     write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
-    pred = (prob >= 0.5).astype(int)
-    predictions = pd.DataFrame(
-        {
-            "path": cache["paths"],
-            "label": [CLASS_NAMES[i] for i in y],
-            "predicted": [CLASS_NAMES[i] for i in pred],
-            "prob_covid": np.round(prob, 6),
-            "correct": pred == y,
-            "near_duplicate_group": groups,
-        }
-    )
+    predictions = prediction_table(cache["paths"], y, prob, near_duplicate_group=groups)
     write_text(snakemake.output.predictions, predictions.to_csv(index=False))
     plot_reliability(y, prob, f"external set {name} (n = {len(y)})", snakemake.output.reliability)
     # Every ablation variant on the same images, beside the final model.
