@@ -70,7 +70,7 @@ def source_line(receipt: dict, n_test: int, strategy: str) -> str:
         data = f"synthetic demo slices, NOT real CT data ({per_class})"
     return (
         f"{n_test:,} test images ({strategy} split) of {sum(counts.values()):,} {data}; COVID is "
-        "the positive class; 95% percentile-bootstrap intervals over the test images."
+        "the positive class; 95% cluster-bootstrap intervals (near-duplicate groups resampled)."
     )
 
 
