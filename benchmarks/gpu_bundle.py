@@ -47,7 +47,7 @@ CACHE_RECORD = "from_cache.json"
 # must follow that order for Snakemake to call them up to date).
 FIRST = ("source.json",)
 SECOND = ("manifest.tsv", "rejects.tsv")
-LAST_PATTERNS = (r"images_\d+px\.npz", r"grey_histograms\.npz")
+LAST_PATTERNS = (r"images_\d+px_\w+\.npz", r"grey_histograms\.npz")
 DATA_RULES = ("fetch_data", "build_manifest", "preprocess", "grey_histograms")
 
 
@@ -81,7 +81,7 @@ def snakemake_command(workdir: Path, configfile: Path, data: str) -> list[str]:
 
 def data_targets(dry_run_output: str) -> list[str]:
     """The data files a dry run of the whole pipeline plans to make (every image size)."""
-    sizes = sorted(set(re.findall(r"results/data/(images_\d+px\.npz)", dry_run_output)))
+    sizes = sorted(set(re.findall(r"results/data/(images_\d+px_\w+\.npz)", dry_run_output)))
     if not sizes:
         raise BundleError("the dry run plans no preprocess job: is the config's pipeline empty?")
     return [*FIRST, *SECOND, *sizes, "grey_histograms.npz"]

@@ -42,8 +42,9 @@ TINY_CONFIG = {
 }
 
 
-# The preprocessed images of a tiny run (results/data/images_{size}px.npz, common.smk).
-TINY_IMAGES = f"results/data/images_{TINY_CONFIG['preprocess']['image_size']}px.npz"
+# The preprocessed images of a tiny run (common.smk's IMAGE_CACHE).
+_TINY_PRE = {"mask": "none", "intensity": "raw", **TINY_CONFIG["preprocess"]}
+TINY_IMAGES = "results/data/images_{image_size}px_{mask}_{intensity}.npz".format(**_TINY_PRE)
 
 
 def tiny_config(**changes) -> dict:

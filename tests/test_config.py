@@ -67,7 +67,7 @@ BAD_CONFIGS = {
     ),
     "image size in the sweep grid": (
         tiny_config(sweep={"grid": {"image_size": [32, 64]}}),
-        "sweep.grid.image_size: the image size cannot be swept",
+        "sweep.grid.image_size: preprocessing cannot be swept",
     ),
     "final image size below the minimum": (
         tiny_config(final={"overrides": {"image_size": 4}}),

@@ -42,9 +42,11 @@ def fake_data_steps(folder: Path) -> dict:
     (folder / "manifest.tsv").write_text("path\tlabel\nCOVID/a.png\t1\n")
     (folder / "rejects.tsv").write_text("path\treason\n")
     rng = np.random.default_rng(0)
-    np.savez(folder / "images_32px.npz", x=rng.integers(0, 255, (3, 32, 32), dtype=np.uint8))
+    np.savez(
+        folder / "images_32px_none_raw.npz", x=rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    )
     np.savez(folder / "grey_histograms.npz", h=rng.random((3, 32)))
-    names = ["source.json", "manifest.tsv", "rejects.tsv", "images_32px.npz"]
+    names = ["source.json", "manifest.tsv", "rejects.tsv", "images_32px_none_raw.npz"]
     names.append("grey_histograms.npz")
     return {
         "made": "today",
@@ -90,9 +92,9 @@ def test_the_cache_arrives_in_parts_over_several_calls_and_unpacks_up_to_date(tm
     for name in record["files"]:
         assert (data / name).read_bytes() == (made / name).read_bytes()
     times = {name: (data / name).stat().st_mtime for name in record["files"]}
-    assert times["source.json"] < times["manifest.tsv"] < times["images_32px.npz"]
+    assert times["source.json"] < times["manifest.tsv"] < times["images_32px_none_raw.npz"]
     assert times["manifest.tsv"] == times["rejects.tsv"]
-    assert times["images_32px.npz"] == times["grey_histograms.npz"]
+    assert times["images_32px_none_raw.npz"] == times["grey_histograms.npz"]
     assert "no raw image is read here" in gpu_bundle.describe(results, "origin")
     assert gpu_bundle.describe(results, "dataset") == "dataset={source: local, path: /raw}"
 

@@ -320,7 +320,7 @@ def test_a_larger_final_image_size_preprocesses_once_more_and_keeps_the_sweep(
         snakemake(project_copy, snakefile=project_copy / "Snakefile")
         final = project_copy / "results/final"
         assert json.loads((final / "model_config.json").read_text())["image_size"] == 64
-        assert (project_copy / "results/data/images_64px.npz").exists()
+        assert (project_copy / "results/data/images_64px_none_raw.npz").exists()
         metrics = json.loads((final / "metrics.json").read_text())
         assert metrics["n"] == 12  # scored on the same test images as before
         assert planned(project_copy) == {}

@@ -13,6 +13,7 @@ from dataclasses import fields
 import jsonschema
 
 from vitct.data import CLASS_NAMES
+from vitct.model_input import INTENSITIES, MASKS
 from vitct.settings import ViTConfig
 
 _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -71,6 +72,9 @@ HEADER_SCHEMA = {
                 "mean": {"type": "number"},
                 "std": {"type": "number", "exclusiveMinimum": 0},
                 "grey": {"type": "string"},
+                # absent in files from before these options: no mask, raw grey levels
+                "mask": {"enum": list(MASKS)},
+                "intensity": {"enum": list(INTENSITIES)},
             },
         },
         "class_names": {"const": list(CLASS_NAMES)},

@@ -17,9 +17,13 @@ import jsonschema
 
 from vitct.settings import PRETRAINING_KEYS, SettingError, TrainConfig, ViTConfig
 
-# image_size is a model setting too: the final model (or an ablation variant) may see larger
-# images than the sweep, which runs at preprocess.image_size.
-MODEL_KEYS = {f.name for f in fields(ViTConfig)} - {"in_channels", "num_classes"}
+# The preprocess section's keys are model settings too: the final model (or an ablation variant)
+# may see larger, masked or standardised images unlike the sweep's, which follows the section.
+PREPROCESS_KEYS = ("image_size", "mask", "intensity")
+MODEL_KEYS = ({f.name for f in fields(ViTConfig)} | set(PREPROCESS_KEYS)) - {
+    "in_channels",
+    "num_classes",
+}
 TRAINING_KEYS = {f.name for f in fields(TrainConfig)}
 
 
@@ -29,7 +33,8 @@ class ConfigError(ValueError):
 
 def run_settings(config: dict, changes: dict) -> tuple[dict, dict]:
     """(model, training) settings of one run: the config's sections with `changes` applied."""
-    model = {**config["model"], "image_size": config["preprocess"]["image_size"]}
+    preprocess = {k: v for k, v in config["preprocess"].items() if k in PREPROCESS_KEYS}
+    model = {**config["model"], **preprocess}
     training = dict(config["training"])
     for key, value in changes.items():
         (model if key in MODEL_KEYS else training)[key] = value
@@ -51,7 +56,7 @@ def pretraining_settings(config: dict, overrides: dict) -> dict:
     keep = MODEL_KEYS | set(PRETRAINING_KEYS)
     base = {
         "model": config["model"],
-        "preprocess": {"image_size": config["preprocess"]["image_size"]},
+        "preprocess": {k: v for k, v in config["preprocess"].items() if k in PREPROCESS_KEYS},
         "training": {k: v for k, v in config["training"].items() if k in keep},
     }
     return {"base": base, "overrides": {k: v for k, v in overrides.items() if k in keep}}
@@ -189,12 +194,13 @@ def check(config: dict, schema: dict | None = None) -> None:
                     f"{', '.join(sorted(known))}"
                 )
     grid = config["sweep"]["grid"]
-    if "image_size" in grid:
-        # The final model's images must be known before the sweep ends (they are an input).
-        raise ConfigError(
-            "sweep.grid.image_size: the image size cannot be swept; set preprocess.image_size "
-            "for the sweep and final.overrides.image_size for a larger final model"
-        )
+    for key in PREPROCESS_KEYS:
+        if key in grid:
+            # The final model's images must be known before the sweep ends (they are an input).
+            raise ConfigError(
+                f"sweep.grid.{key}: preprocessing cannot be swept; set preprocess.{key} for "
+                f"the sweep and final.overrides.{key} for another final model"
+            )
     overrides = config["final"]["overrides"]
     for key in grid:
         if key in overrides:
@@ -254,7 +260,7 @@ def _built(settings_class, values: dict, changes: dict, layers: dict, section: s
 
 
 def _preprocess_keys(schema: dict) -> dict:
-    return {"image_size": schema["properties"]["preprocess"]["properties"]["image_size"]}
+    return {k: schema["properties"]["preprocess"]["properties"][k] for k in PREPROCESS_KEYS}
 
 
 def _locate(keys: tuple[str, ...], layers: dict, section: str) -> str:
@@ -266,4 +272,4 @@ def _locate(keys: tuple[str, ...], layers: dict, section: str) -> str:
             if key in changes:
                 return f"{where}.{key}"
     key = keys[0]
-    return f"{'preprocess' if key == 'image_size' else section}.{key}"
+    return f"{'preprocess' if key in PREPROCESS_KEYS else section}.{key}"

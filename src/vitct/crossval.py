@@ -23,6 +23,11 @@ from vitct.metrics import (
 HELD_OUT, TEST = "held_out", "test"  # the `part` column of a run's predictions
 
 
+def external_part(name: str) -> str:
+    """The `part` of a run's predictions on the external set `name`."""
+    return f"external:{name}"
+
+
 def run_table(runs: list[dict]) -> pd.DataFrame:
     """One row per (fold, seed) run: its held-out fold's and the locked test's metrics."""
     rows = []

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vitct.model_input import model_input
+
 # Kaggle layout: class folder name -> label index. COVID is the positive class (1).
 CLASS_DIRS = ("COVID", "non-COVID")
 CLASS_NAMES = ("non-COVID", "COVID")  # index = label
@@ -94,13 +96,13 @@ def open_grey(source) -> Image.Image:
 
 def square(grey: Image.Image, size: int) -> np.ndarray:
     """Resize a grey image to a square uint8 array."""
-    resized = grey.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(resized, dtype=np.uint8)
+    return model_input(grey, size)
 
 
-def load_grey(source, image_size: int) -> np.ndarray:
-    """The model input of one image file: decoded, grey, resized to a square uint8 array."""
-    return square(open_grey(source), image_size)
+def load_grey(source, image_size: int, mask: str = "none", intensity: str = "raw") -> np.ndarray:
+    """The model input of one image file: decoded, grey, masked and standardised as the
+    preprocessing says (vitct.model_input), resized to a square uint8 array."""
+    return model_input(open_grey(source), image_size, mask, intensity)
 
 
 def save_cache(path: str | Path, arrays: dict) -> None:

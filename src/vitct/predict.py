@@ -50,6 +50,8 @@ class Predictor:
         self.model, self.meta = model, meta
         pre = meta["preprocessing"]
         self.image_size, self.mean, self.std = pre["image_size"], pre["mean"], pre["std"]
+        # What of the slice the model sees (absent in older files: the whole, raw)
+        self.mask, self.intensity = pre.get("mask", "none"), pre.get("intensity", "raw")
         self.timeout, self.max_bytes = timeout, max_bytes
 
     def predict(self, images, attention_dir: str | Path | None = None) -> pd.DataFrame:
@@ -85,7 +87,7 @@ class Predictor:
 
     def _decode(self, item) -> np.ndarray:
         try:
-            return load_grey(self._source(item), self.image_size)
+            return load_grey(self._source(item), self.image_size, self.mask, self.intensity)
         except InputError:
             raise
         except FileNotFoundError:

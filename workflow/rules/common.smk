@@ -15,6 +15,7 @@ from vitct.config import (
     shares_final_pretraining,
     type_command_line_text,
 )
+from vitct.model_input import INTENSITIES, MASKS
 from vitct.overlays import remove_nulled_keys
 
 min_version("8.20")
@@ -180,15 +181,25 @@ def variant_pretraining(wildcards):
     return pretraining_file(owner, ablation_overrides(wildcards))
 
 
-# One cache per image size, written by the preprocess rule.
-IMAGE_CACHE = f"{RESULTS}/data/images_{{size}}px.npz"
+# One cache per image size, mask and intensity, written by the preprocess rule.
+IMAGE_FILE = "images_{size}px_{mask}_{intensity}.npz"
+IMAGE_CACHE = f"{RESULTS}/data/{IMAGE_FILE}"
+
+
+wildcard_constraints:
+    size=r"\d+",
+    mask="|".join(MASKS),
+    intensity="|".join(INTENSITIES),
 
 
 def image_cache(changes):
-    """The preprocessed images for a run with these changes: one cache per image size, so a
-    final model (or ablation variant) may see larger images than the sweep."""
-    size = run_settings(config, changes)[0]["image_size"]
-    return IMAGE_CACHE.format(size=size)
+    """The preprocessed images for a run with these changes: one cache per preprocessing, so a
+    final model (or ablation variant) may see larger, masked or standardised images unlike the
+    sweep's."""
+    model = run_settings(config, changes)[0]
+    return IMAGE_CACHE.format(
+        size=model["image_size"], mask=model["mask"], intensity=model["intensity"]
+    )
 
 
 SWEEP_IMAGES = image_cache({})  # the sweep, the split and the baselines
@@ -280,6 +291,20 @@ EXTERNAL = config["evaluation"]["external"]
 EXTERNAL_DIR = f"{RESULTS}/external/{{ext}}"
 
 
+def external_images(changes):
+    """Every external set's images preprocessed as a run with these changes sees them."""
+    name = Path(image_cache(changes)).name
+    return [f"{RESULTS}/external/{ext}/{name}" for ext in EXTERNAL]
+
+
+def cv_external_images(wildcards):
+    return external_images(config["final"]["overrides"])
+
+
+def variant_cv_external_images(wildcards):
+    return external_images(ablation_overrides(wildcards))
+
+
 def external_path(wildcards):
     return EXTERNAL[wildcards.ext]
 
@@ -311,10 +336,10 @@ def variant_models(wildcards):
 
 
 def variant_external_images(wildcards):
-    """Each variant's external images, at that variant's image size."""
+    """Each variant's external images, preprocessed as that variant's input."""
     return [
-        f"{RESULTS}/external/{wildcards.ext}/images_"
-        f"{run_settings(config, {**config['final']['overrides'], **v})[0]['image_size']}px.npz"
+        f"{RESULTS}/external/{wildcards.ext}/"
+        + Path(image_cache({**config["final"]["overrides"], **v})).name
         for v in VARIANTS.values()
     ]
 

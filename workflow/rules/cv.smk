@@ -54,7 +54,16 @@ rule evaluate_cv:
         train_metrics=rules.train_cv.output.metrics,
         cache=FINAL_IMAGES,
         folds=rules.assign_folds.output.folds,
-        code=package_files("metrics", "crossval", "artifact", "folds"),
+        external=cv_external_images,
+        code=package_files(
+            "metrics",
+            "crossval",
+            "artifact",
+            "folds",
+            "external",
+            "neighbours",
+            "intensity",
+        ),
     output:
         metrics=f"{CV_RUN}/metrics.json",
         predictions=f"{CV_RUN}/predictions.tsv",
@@ -68,6 +77,8 @@ rule evaluate_cv:
     params:
         fold=lambda wildcards: int(wildcards.fold),
         seed=lambda wildcards: int(wildcards.seed),
+        external=list(EXTERNAL),
+        threshold=config["split"]["near_duplicate_threshold"],
     script:
         "../scripts/evaluate_cv.py"
 
@@ -177,6 +188,7 @@ use rule evaluate_cv as evaluate_ablation_cv with:
         train_metrics=rules.train_ablation_cv.output.metrics,
         cache=variant_images,
         folds=rules.assign_folds.output.folds,
+        external=variant_cv_external_images,
         code=rules.evaluate_cv.input.code,
     output:
         metrics=f"{ABLATION_CV_RUN}/metrics.json",

@@ -45,17 +45,19 @@ rule preprocess:
     input:
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
-        code=package_files("data", "neighbours"),
+        code=package_files("data", "model_input", "neighbours"),
     output:
         cache=IMAGE_CACHE,
     log:
-        f"{LOGS}/preprocess_{{size}}px.log",
+        f"{LOGS}/preprocess_{{size}}px_{{mask}}_{{intensity}}.log",
     benchmark:
-        f"{BENCH}/preprocess_{{size}}px.tsv"
+        f"{BENCH}/preprocess_{{size}}px_{{mask}}_{{intensity}}.tsv"
     conda:
         ENV
     params:
         image_size=lambda wildcards: int(wildcards.size),
+        mask=lambda wildcards: wildcards.mask,
+        intensity=lambda wildcards: wildcards.intensity,
     script:
         "../scripts/preprocess.py"
 

@@ -37,11 +37,11 @@ use rule preprocess as external_preprocess with:
         manifest=rules.external_manifest.output.manifest,
         code=rules.preprocess.input.code,
     output:
-        cache=f"{EXTERNAL_DIR}/images_{{size}}px.npz",
+        cache=f"{EXTERNAL_DIR}/{IMAGE_FILE}",
     log:
-        f"{LOGS}/external/preprocess_{{ext}}_{{size}}px.log",
+        f"{LOGS}/external/preprocess_{{ext}}_{{size}}px_{{mask}}_{{intensity}}.log",
     benchmark:
-        f"{BENCH}/external/preprocess_{{ext}}_{{size}}px.tsv"
+        f"{BENCH}/external/preprocess_{{ext}}_{{size}}px_{{mask}}_{{intensity}}.tsv"
 
 
 use rule grey_histograms as external_grey_histograms with:

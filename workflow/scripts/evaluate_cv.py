@@ -1,4 +1,5 @@
-"""Score one cross-validation run: its held-out fold and the locked test split."""
+"""Score one cross-validation run: its held-out fold, the locked test split and every external
+set (evaluation.external), each a `part` of its predictions."""
 
 import json
 from pathlib import Path
@@ -8,8 +9,9 @@ import pandas as pd
 
 from vitct import step
 from vitct.artifact import load_artifact
-from vitct.crossval import HELD_OUT, TEST
-from vitct.data import load_splits
+from vitct.crossval import HELD_OUT, TEST, external_part
+from vitct.data import load_cache, load_splits
+from vitct.external import external_groups
 from vitct.inference import predict_proba
 from vitct.metrics import binary_metrics
 from vitct.outputs import write_text
@@ -24,10 +26,18 @@ def main(snakemake):
     pre = meta["preprocessing"]
     train = json.loads(Path(snakemake.input.train_metrics).read_text())
     metrics = {"fold": fold, "seed": seed, "best_epoch": train["best_epoch"]}
+    scored = [
+        (part, cache[f"{split}_x"], cache[f"{split}_y"], cache[f"{split}_paths"])
+        for part, split in ((HELD_OUT, "val"), (TEST, "test"))
+    ]
+    groups = [[group_of[p] for p in paths] for *_, paths in scored]
+    for name, path in zip(snakemake.params.external, snakemake.input.external, strict=True):
+        ext = load_cache(path)  # scored as it is, never trained on
+        scored.append((external_part(name), ext["x"], ext["y"], ext["paths"]))
+        groups.append(external_groups(ext, snakemake.params.threshold))
     parts = []
-    for part, split in ((HELD_OUT, "val"), (TEST, "test")):
-        prob = predict_proba(model, cache[f"{split}_x"], pre["mean"], pre["std"])
-        y = cache[f"{split}_y"]
+    for (part, x, y, paths), group in zip(scored, groups, strict=True):
+        prob = predict_proba(model, x, pre["mean"], pre["std"])
         metrics[part] = binary_metrics(y, prob)
         parts.append(
             pd.DataFrame(
@@ -35,10 +45,10 @@ def main(snakemake):
                     "fold": fold,
                     "seed": seed,
                     "part": part,
-                    "path": cache[f"{split}_paths"],
+                    "path": paths,
                     "label": y,
                     "prob_covid": np.round(prob, 6),
-                    "near_duplicate_group": [group_of[p] for p in cache[f"{split}_paths"]],
+                    "near_duplicate_group": group,
                 }
             )
         )

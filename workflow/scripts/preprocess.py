@@ -11,17 +11,20 @@ from tqdm import tqdm
 
 from vitct import step
 from vitct.data import open_grey, save_cache, square
+from vitct.model_input import model_input
 from vitct.neighbours import THUMBNAIL_SIZE
 
 
 def main(snakemake):
     root = Path(json.loads(Path(snakemake.input.receipt).read_text())["root"])
     manifest = pd.read_csv(snakemake.input.manifest, sep="\t", keep_default_na=False)
-    size = snakemake.params.image_size
+    size, mask, intensity = (snakemake.params[k] for k in ("image_size", "mask", "intensity"))
     images, thumbnails = [], []
     for path in tqdm(manifest.path, desc="preprocess", mininterval=5):
         grey = open_grey(root / path)
-        images.append(square(grey, size))
+        images.append(model_input(grey, size, mask, intensity))
+        # The thumbnails (near-duplicate search, 1-NN baseline) are of the whole slice, so the
+        # split is the same whatever mask or intensity the model's input has.
         thumbnails.append(square(grey, THUMBNAIL_SIZE))
     save_cache(
         snakemake.output.cache,
@@ -32,7 +35,14 @@ def main(snakemake):
             "thumbnails": np.stack(thumbnails),
         },
     )
-    logging.info("cached %d images of %dx%d", len(images), size, size)
+    logging.info(
+        "cached %d images of %dx%d (mask %s, intensity %s)",
+        len(images),
+        size,
+        size,
+        mask,
+        intensity,
+    )
 
 
 step.run(snakemake, main)  # noqa: F821

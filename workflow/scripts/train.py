@@ -73,6 +73,9 @@ def main(snakemake):
         preprocessing={
             "image_size": model_cfg.image_size,
             "grey": "PIL convert('L')",
+            # vitct.model_input: what of the slice the model sees, and its grey levels
+            "mask": model_settings.get("mask", "none"),
+            "intensity": model_settings.get("intensity", "raw"),
             "mean": float(cache["mean"]),
             "std": float(cache["std"]),
         },
