@@ -55,6 +55,7 @@ TRAINING_CODE = package_files(
     "settings",
     "train",
     "batches",
+    "appearance",
     "data",
     "metrics",
     "pretrain",
