@@ -1,4 +1,5 @@
-"""Batches for training: augmentation, CutMix and its last unmixed epochs, prefetching."""
+"""Batches for training: augmentation, appearance augmentation, CutMix and its last unmixed
+epochs, prefetching."""
 
 from __future__ import annotations
 
@@ -20,6 +21,55 @@ def test_augment_keeps_shape_and_varies_per_sample():
     out = augment(x, TrainConfig(), torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     assert not torch.allclose(out[0], out[1])
+
+
+def plain_batches(x, y, cfg, mean, std, gen):
+    """epoch_batches as it was before appearance augmentation (no CutMix)."""
+    order = torch.randperm(len(x), generator=gen)
+    for i in range(0, len(order), cfg.batch_size):
+        idx = order[i : i + cfg.batch_size]
+        images = normalise(x[idx], mean, std)
+        yield (augment(images, cfg, gen) if cfg.augment else images), y[idx]
+
+
+def appearance_batches(appearance: float, seed: int = 0, augment: bool = False):
+    x = torch.as_tensor(scans_with_a_square(32))
+    x[:, :3] = 0  # a black band of background
+    cfg = TrainConfig(batch_size=16, appearance=appearance, augment=augment)
+    gen = torch.Generator().manual_seed(seed)
+    return list(epoch_batches(x, torch.arange(32) % 2, cfg, 0.2, 0.2, torch.device("cpu"), gen))
+
+
+@pytest.mark.parametrize("geometric", [False, True])
+def test_without_appearance_batches_and_draws_are_as_they_were(geometric):
+    x = torch.as_tensor(scans_with_a_square(32))
+    y = torch.arange(32) % 2
+    cfg = TrainConfig(batch_size=16, augment=geometric, appearance=0.0)
+    gen, reference = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    got = list(epoch_batches(x, y, cfg, 0.2, 0.2, torch.device("cpu"), gen))
+    want = list(plain_batches(x, y, cfg, 0.2, 0.2, reference))
+    for (a, la), (b, lb) in zip(got, want, strict=True):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    assert torch.equal(gen.get_state(), reference.get_state())  # nothing more drawn
+
+
+def test_appearance_batches_stay_in_range_and_are_reproducible():
+    plain, changed = appearance_batches(0.0), appearance_batches(1.0)
+    low, high = (0 - 0.2) / 0.2, (1 - 0.2) / 0.2  # [0, 1] standardised
+    for images, _ in changed:
+        assert torch.isfinite(images).all()
+        assert images.min() >= low - 1e-5 and images.max() <= high + 1e-5
+    # The first batch holds the same images (the order is drawn first): appearance changed them.
+    assert not torch.allclose(plain[0][0], changed[0][0])
+    again, other = appearance_batches(1.0), appearance_batches(1.0, seed=1)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(changed, again, strict=True))
+    assert not torch.allclose(changed[0][0], other[0][0])
+
+
+def test_appearance_and_geometric_augmentation_combine():
+    both, geometric = appearance_batches(1.0, augment=True), appearance_batches(0.0, augment=True)
+    assert not torch.allclose(both[0][0], geometric[0][0])
+    assert all(torch.isfinite(images).all() for images, _ in both)
 
 
 def test_prefetching_batches_changes_nothing_but_the_waiting():

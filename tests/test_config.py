@@ -200,6 +200,21 @@ def test_check_accepts_defaults_filled_in_by_the_schema(tmp_path: Path):
     assert "train_sweep" in proc.stdout
 
 
+def test_appearance_augmentation_is_a_training_key_variants_and_the_command_line_can_set():
+    config = tiny_config(
+        training={"appearance": 0.8},
+        ablation={"variants": {"no_appearance": {"appearance": 0.0}}},
+    )
+    assert_valid(config)
+    text = tiny_config(final={"overrides": {"appearance": "0.5"}})
+    type_command_line_text(text, SCHEMA)
+    assert text["final"]["overrides"]["appearance"] == 0.5
+    assert_valid(text)
+    too_likely = tiny_config(ablation={"variants": {"always": {"appearance": 1.5}}})
+    with pytest.raises(ConfigError, match="ablation.variants.always.appearance: 1.5 is greater"):
+        check(too_likely, SCHEMA)
+
+
 def test_final_override_is_checked_too():
     config = {
         "model": {"patch_size": 16, "embed_dim": 16, "heads": 2},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vitct.settings import TrainConfig, ViTConfig
+from vitct.settings import SettingError, TrainConfig, ViTConfig
 
 
 def test_bad_model_settings_are_refused():
@@ -28,11 +28,14 @@ def test_bad_model_settings_are_refused():
         ({"cutmix": -0.1}, "cutmix is a share of batches in"),
         ({"epochs": 4, "cutmix_off_epochs": 4}, "cutmix_off_epochs 4 must be at least 0 and"),
         ({"cutmix_off_epochs": -1}, "cutmix_off_epochs -1 must be at least 0 and fewer"),
+        ({"appearance": 1.5}, "appearance is a probability in"),
+        ({"appearance": -0.1}, "appearance is a probability in"),
     ],
 )
 def test_bad_pretraining_and_cutmix_settings_are_refused(bad, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingError, match=message) as refused:
         TrainConfig(**bad)
+    assert set(bad) & set(refused.value.keys)  # the error names the key set
 
 
 @pytest.mark.parametrize("settings_class", [ViTConfig, TrainConfig])

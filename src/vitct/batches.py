@@ -10,7 +10,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from vitct.data import CLASS_NAMES, normalise
+from vitct.appearance import appearance_augment
+from vitct.data import CLASS_NAMES, normalise, standardise, unit_range
 from vitct.settings import TrainConfig
 
 
@@ -75,7 +76,11 @@ def epoch_batches(train_x, train_y, cfg: TrainConfig, mean, std, device, gen, ep
     order = torch.randperm(len(train_x), generator=gen)
     for i in range(0, len(order), cfg.batch_size):
         idx = order[i : i + cfg.batch_size]
-        x = normalise(train_x[idx], mean, std).to(device, non_blocking=True)
+        if cfg.appearance:  # on grey levels in [0, 1], so before standardisation
+            x = unit_range(train_x[idx]).to(device, non_blocking=True)
+            x = standardise(appearance_augment(x, cfg, gen), mean, std)
+        else:
+            x = normalise(train_x[idx], mean, std).to(device, non_blocking=True)
         y = train_y[idx].to(device, non_blocking=True)
         if cfg.augment:  # on the training device: a GPU warps the batch itself
             x = augment(x, cfg, gen)

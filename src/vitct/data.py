@@ -156,9 +156,18 @@ def load_splits(cache: str | Path | dict, split_path: str | Path, fold: int | No
     return out
 
 
-def normalise(images, mean: float, std: float):
-    """uint8 (N, H, W) -> float (N, 1, H, W) standardised with the training set's statistics."""
+def unit_range(images):
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [0, 1]."""
     import torch  # here, so that data handling without a model does not load torch
 
-    x = torch.as_tensor(images).float().div_(255.0)
-    return x.sub_(mean).div_(std).unsqueeze(1)
+    return torch.as_tensor(images).float().div_(255.0).unsqueeze(1)
+
+
+def standardise(x01, mean: float, std: float):
+    """Images in [0, 1] -> standardised with the training set's statistics (in place)."""
+    return x01.sub_(mean).div_(std)
+
+
+def normalise(images, mean: float, std: float):
+    """uint8 (N, H, W) -> float (N, 1, H, W) standardised with the training set's statistics."""
+    return standardise(unit_range(images), mean, std)

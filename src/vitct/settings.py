@@ -111,6 +111,9 @@ class TrainConfig(_Settings):
     scale_range: float = 0.1  # random resized crop as a zoom of +-10 %
     translate: float = 0.05
     intensity_jitter: float = 0.1
+    # Probability that a training image gets random grey levels, background, resolution, blur,
+    # noise and JPEG (vitct.appearance), independent of `augment`; 0 leaves images as they are.
+    appearance: float = 0.0
     cutmix: float = 0.0  # share of batches with a box pasted from other images (CutMix)
     cutmix_off_epochs: int = 0  # the last N supervised epochs train on whole scans, unmixed
     pretrain_epochs: int = 0  # masked-image pretraining epochs before the supervised ones
@@ -120,6 +123,10 @@ class TrainConfig(_Settings):
         if not 0.0 <= self.cutmix <= 1.0:
             raise SettingError(
                 f"cutmix is a share of batches in [0, 1], not {self.cutmix}", "cutmix"
+            )
+        if not 0.0 <= self.appearance <= 1.0:
+            raise SettingError(
+                f"appearance is a probability in [0, 1], not {self.appearance}", "appearance"
             )
         if self.cutmix_off_epochs and not 0 < self.cutmix_off_epochs < self.epochs:
             raise SettingError(

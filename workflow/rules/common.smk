@@ -56,6 +56,7 @@ TRAINING_CODE = package_files(
     "settings",
     "train",
     "batches",
+    "appearance",
     "data",
     "metrics",
     "pretrain",
