@@ -33,17 +33,19 @@ STANDARD_MEAN, STANDARD_SD = 128.0, 40.0
 
 
 def body_mask(grey: np.ndarray) -> np.ndarray:
-    """The body: the convex hull of the largest bright component (tissue above Otsu's
-    threshold). The hull keeps the lungs inside it even where the image is cropped so tightly
-    that they touch its edge, and leaves out the air, table and background around the body."""
+    """The body: the convex hull of the large bright components (tissue above Otsu's
+    threshold; large: a tenth of the largest at least, so specks, text and arrows are left
+    out). The hull keeps the lungs inside it even where the image is cropped so tightly that
+    they touch its edge and cut the tissue into pieces, and leaves out the air and background
+    around the body."""
     if grey.min() == grey.max():  # a blank image: nothing to tell the body from
         return np.ones(grey.shape, bool)
     bright = grey > threshold_otsu(grey)
     labels, n = ndimage.label(bright)
     if n == 0:
         return np.ones(grey.shape, bool)
-    largest = labels == 1 + int(np.argmax(ndimage.sum(bright, labels, range(1, n + 1))))
-    return convex_hull_image(largest)
+    sizes = ndimage.sum(bright, labels, range(1, n + 1))
+    return convex_hull_image(np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes.max())))
 
 
 def lung_mask(grey: np.ndarray, body: np.ndarray) -> np.ndarray:
