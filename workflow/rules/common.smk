@@ -62,6 +62,7 @@ TRAINING_CODE = package_files(
     "checkpoint",
     "accelerator",
     "inference",
+    "familiarity",
 )
 
 GRID = config["sweep"]["grid"]

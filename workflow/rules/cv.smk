@@ -54,7 +54,9 @@ rule evaluate_cv:
         train_metrics=rules.train_cv.output.metrics,
         cache=FINAL_IMAGES,
         folds=rules.assign_folds.output.folds,
-        code=package_files("metrics", "crossval", "artifact", "folds"),
+        code=package_files(
+            "metrics", "crossval", "artifact", "familiarity", "inference", "folds"
+        ),
     output:
         metrics=f"{CV_RUN}/metrics.json",
         predictions=f"{CV_RUN}/predictions.tsv",

@@ -7,28 +7,31 @@ import numpy as np
 import pandas as pd
 
 from vitct import step
-from vitct.artifact import load_artifact
+from vitct.artifact import load_with_familiarity
 from vitct.crossval import HELD_OUT, TEST
 from vitct.data import load_splits
-from vitct.inference import predict_proba
+from vitct.familiarity import flagged_share, score_and_flag
+from vitct.inference import predict_with_features
 from vitct.metrics import binary_metrics
 from vitct.outputs import write_text
 
 
 def main(snakemake):
     fold, seed = snakemake.params.fold, snakemake.params.seed
-    model, meta = load_artifact(snakemake.input.model)
+    model, meta, familiarity = load_with_familiarity(snakemake.input.model)
     cache = load_splits(snakemake.input.cache, snakemake.input.folds, fold=fold)
     table = pd.read_csv(snakemake.input.folds, sep="\t", keep_default_na=False)
     group_of = dict(zip(table.path, table.near_duplicate_group, strict=True))
     pre = meta["preprocessing"]
     train = json.loads(Path(snakemake.input.train_metrics).read_text())
-    metrics = {"fold": fold, "seed": seed, "best_epoch": train["best_epoch"]}
+    metrics = {"fold": fold, "seed": seed, "best_epoch": train["best_epoch"], "flagged_share": {}}
     parts = []
     for part, split in ((HELD_OUT, "val"), (TEST, "test")):
-        prob = predict_proba(model, cache[f"{split}_x"], pre["mean"], pre["std"])
+        prob, features = predict_with_features(model, cache[f"{split}_x"], pre["mean"], pre["std"])
         y = cache[f"{split}_y"]
         metrics[part] = binary_metrics(y, prob)
+        # the held-out fold is the one the threshold came from: about 5% there by design
+        metrics["flagged_share"][part] = flagged_share(score_and_flag(familiarity, features)[1])
         parts.append(
             pd.DataFrame(
                 {
