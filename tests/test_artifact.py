@@ -6,6 +6,7 @@ predict`), never loaded quietly with other settings and never a traceback.
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -16,9 +17,26 @@ from conftest import rewrite_header
 from PIL import Image
 
 from vitct import cli
-from vitct.artifact import ArtifactError, header_sha256, load_artifact, read_metadata, save_artifact
+from vitct.artifact import (
+    ArtifactError,
+    header_sha256,
+    load_artifact,
+    load_with_familiarity,
+    read_metadata,
+    save_artifact,
+)
+from vitct.familiarity import Familiarity
 from vitct.model import ViT
 from vitct.settings import ViTConfig
+
+PRE = {"image_size": 16, "grey": "PIL convert('L')", "mean": 0.1996, "std": 0.25}
+REFERENCE = Familiarity(
+    mean=np.linspace(-1, 1, 8),
+    precision=np.eye(8) + 0.1,
+    threshold=4.25,
+    val_flagged_share=0.05,
+    train_images=120,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +48,8 @@ def model_file(tmp_path_factory) -> Path:
     save_artifact(
         path,
         model,
-        preprocessing={"image_size": 16, "grey": "PIL convert('L')", "mean": 0.1996, "std": 0.25},
+        preprocessing=PRE,
+        familiarity=REFERENCE,
         data={"source": "local", "real_data": True, "counts": {"COVID": 40, "non-COVID": 40}},
         validation={"val_accuracy": 0.95, "val_mcc": 0.9},
     )
@@ -51,6 +70,7 @@ HAND_EDITS = {
     "image size": lambda meta: meta["preprocessing"].update(image_size=74),
     "class names swapped": lambda meta: meta.update(class_names=meta["class_names"][::-1]),
     "provenance": lambda meta: meta["data"].update(real_data=False),
+    "familiarity threshold": lambda meta: meta["familiarity"].update(threshold=1e9),
 }
 
 
@@ -101,6 +121,14 @@ SCHEMA_CASES = {
     "heads that do not divide the width": (
         lambda meta: meta["model_config"].update(heads=3),
         "model_config: heads 3 does not divide embed_dim 8",
+    ),
+    "familiarity threshold below zero": (
+        lambda meta: meta["familiarity"].update(threshold=-1),
+        "familiarity.threshold: -1 is less than the minimum of 0",
+    ),
+    "familiarity without its size": (
+        lambda meta: meta["familiarity"].pop("train_images"),
+        "familiarity: 'train_images' is a required property",
     ),
     "provenance of the wrong type": (
         lambda meta: meta["data"].update(real_data="no"),
@@ -164,3 +192,43 @@ def _load_flipped(path: Path, original_meta: dict, original_state: dict) -> str:
         return "refused" if "\n" not in str(e) else f"refused in more than one line: {e}"
     except Exception as e:  # noqa: BLE001 (any other exception is what the test looks for)
         return f"raised {type(e).__name__}: {e}"
+
+
+def test_the_familiarity_reference_round_trips_apart_from_the_weights(model_file):
+    model, meta, reference = load_with_familiarity(model_file)
+    assert meta["familiarity"] == REFERENCE.header()
+    np.testing.assert_array_equal(reference.mean, REFERENCE.mean)
+    np.testing.assert_array_equal(reference.precision, REFERENCE.precision)
+    assert reference.threshold == 4.25 and reference.train_images == 120
+    assert not any(name.startswith("familiarity") for name in model.state_dict())
+
+
+@pytest.mark.parametrize("tensor", ["familiarity.mean", "familiarity.precision"])
+def test_a_flipped_bit_in_the_familiarity_reference_is_refused(model_file, tmp_path, tensor):
+    data = bytearray(model_file.read_bytes())
+    length = struct.unpack("<Q", data[:8])[0]
+    start, end = json.loads(data[8 : 8 + length])[tensor]["data_offsets"]
+    offset = 8 + length + (start + end) // 2
+    data[offset] ^= 0x10
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="weights do not match the sha256"):
+        load_with_familiarity(flipped)
+
+
+def test_a_file_without_a_familiarity_reference_still_loads(tmp_path):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    save_artifact(tmp_path / "old.safetensors", model, preprocessing=PRE)
+    loaded, meta, reference = load_with_familiarity(tmp_path / "old.safetensors")
+    assert reference is None and "familiarity" not in meta
+    assert load_artifact(tmp_path / "old.safetensors")[0].cfg == model.cfg
+
+
+def test_a_reference_that_does_not_fit_the_model_is_refused(tmp_path):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    wrong = Familiarity(np.zeros(4), np.eye(4), 1.0, 0.05, 10)
+    save_artifact(tmp_path / "wrong.safetensors", model, preprocessing=PRE, familiarity=wrong)
+    with pytest.raises(ArtifactError, match="does not fit the model's 8 features"):
+        load_with_familiarity(tmp_path / "wrong.safetensors")

@@ -13,6 +13,7 @@ import pytest
 from conftest import jobs_to_run, real_data_root, snakemake, tiny_config, write_config
 from PIL import Image
 
+from vitct.artifact import read_metadata
 from vitct.manifest import build_manifest
 from vitct.predict import load_model
 from vitct.synthetic import generate
@@ -93,6 +94,23 @@ def test_external_predictions_equal_vitct_predict(external_run):
     assert (predicted.error == "").all()
     np.testing.assert_allclose(predicted.prob_covid.round(6), table.prob_covid, atol=1e-6)
     assert predicted.predicted.tolist() == table.predicted.tolist()
+    np.testing.assert_allclose(predicted.ood_score.round(4), table.ood_score, atol=1e-4)
+    assert predicted.unfamiliar.tolist() == table.unfamiliar.tolist()
+
+
+def test_the_other_scanner_is_flagged_far_more_often_than_the_in_source_test(external_run):
+    workdir, _, _ = external_run
+    results = workdir / "results"
+    in_source = json.loads((results / "final" / "metrics.json").read_text())["flagged_share"]
+    external = json.loads((results / "external" / "scanner_b" / "metrics.json").read_text())
+    # The tiny demo's threshold comes from 12 validation images, so its in-source share is noisy
+    # (5 of 12 test images here); the other scanner's bright background is flagged throughout.
+    assert external["flagged_share"] > 0.8 and external["flagged_share"] > in_source + 0.25
+    test = pd.read_csv(results / "final" / "predictions.csv")
+    assert test.unfamiliar.mean() == pytest.approx(in_source)
+    for model in ("final", "ablation/no_augmentation"):  # every model carries its reference
+        reference = read_metadata(results / model / "model.safetensors")["familiarity"]
+        assert reference["train_images"] == 24 and 0 <= reference["val_flagged_share"] < 0.2
 
 
 def test_empty_external_class_folder_names_it_and_keeps_the_rest(external_run):
@@ -123,8 +141,10 @@ def test_report_shows_the_external_set_beside_the_in_source_test(external_run):
     summary = (workdir / "results" / "summary.md").read_text()
     assert "ViT, final model, on external set scanner_b (n = 20)" in summary
     assert "grey-level histograms, on external set scanner_b" in summary
+    assert "flagged unfamiliar" in summary.splitlines()[2]
     html = (workdir / "results" / "report.html").read_text()
     assert "reliability diagram on scanner_b" in html
+    assert "as unfamiliar" in html
 
 
 def test_demo_source_can_be_the_second_scanner(tmp_path):

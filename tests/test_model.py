@@ -28,6 +28,11 @@ def test_forward_shapes_for_every_switch(tokenizer, pooling):
     assert logits.shape == (3, 2)
     assert len(attn) == 2 and attn[0].shape == (3, 2, tokens, tokens)
     torch.testing.assert_close(attn[0].sum(-1), torch.ones(3, 2, tokens))
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():  # the head reads the pooled features: one path for both
+        features = model.features(x)
+        assert features.shape == (3, 16)
+        torch.testing.assert_close(model(x), model.head(features))
 
 
 def test_inspection_path_gives_the_same_logits_as_the_fused_kernel():

@@ -27,10 +27,17 @@ from PIL import Image
 
 from vitct import cli
 from vitct.artifact import ArtifactError, save_artifact
-from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS
+from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS, load_grey, normalise
+from vitct.familiarity import Familiarity
 from vitct.model import ViT
-from vitct.predict import COLUMNS, DemoModelWarning, load_model
+from vitct.predict import COLUMNS, DemoModelWarning, NoFamiliarityWarning, load_model
 from vitct.settings import ViTConfig
+
+
+def reference(threshold: float) -> Familiarity:
+    """A familiarity reference for the tiny model's 8 features: a huge threshold flags nothing,
+    zero flags every image."""
+    return Familiarity(np.zeros(8), np.eye(8), threshold, 0.05, 100)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,8 @@ def model_path(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    save_artifact(path, model, preprocessing={"image_size": 16, "mean": 0.45, "std": 0.25})
+    pre = {"image_size": 16, "mean": 0.45, "std": 0.25}
+    save_artifact(path, model, preprocessing=pre, familiarity=reference(1e6))
     return path
 
 
@@ -321,7 +329,7 @@ def test_url_http_error(model_path, server, good):
 def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
     ok = vitct("predict", str(model_path), str(good))
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[0] == "path,predicted,prob_covid,error"
+    assert ok.stdout.splitlines()[0] == "path,predicted,prob_covid,error,ood_score,unfamiliar"
 
     out = tmp_path / "out" / "predictions.csv"
     some = vitct(
@@ -366,7 +374,8 @@ def test_inference_does_not_import_the_training_loop(module):
 def test_predict_applies_the_same_size_policy(tmp_path):
     torch.manual_seed(0)
     model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
-    save_artifact(tmp_path / "m.safetensors", model, {"image_size": 16, "mean": 0.4, "std": 0.2})
+    pre = {"image_size": 16, "mean": 0.4, "std": 0.2}
+    save_artifact(tmp_path / "m.safetensors", model, pre, reference(1e6))
     Image.new("L", (1, 1), 128).save(tmp_path / "dot.png")
     table = load_model(tmp_path / "m.safetensors").predict(tmp_path / "dot.png")
     assert table.error[0] == "image too small: 1x1 pixels, under 16 on a side (no CT slice)"
@@ -378,7 +387,8 @@ def test_predict_warns_when_the_model_was_trained_on_demo_data(tmp_path, capsys)
     model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
     path = tmp_path / "demo.safetensors"
     pre = {"image_size": 16, "mean": 0.4, "std": 0.2}
-    save_artifact(path, model, pre, data={"source": "demo", "real_data": False})
+    never = reference(1e6)
+    save_artifact(path, model, pre, never, data={"source": "demo", "real_data": False})
     Image.fromarray(np.full((20, 20), 100, np.uint8)).save(tmp_path / "scan.png")
     with pytest.warns(DemoModelWarning, match="trained on the synthetic demo data"):
         load_model(path)
@@ -387,6 +397,61 @@ def test_predict_warns_when_the_model_was_trained_on_demo_data(tmp_path, capsys)
     assert err.startswith("vitct: warning: ") and "synthetic demo data" in err
     assert err.count("\n") == 1
     real = tmp_path / "real.safetensors"
-    save_artifact(real, model, pre, data={"source": "local", "real_data": True})
+    save_artifact(real, model, pre, never, data={"source": "local", "real_data": True})
     assert cli.main(["predict", str(real), str(tmp_path / "scan.png")]) == 0
     assert capsys.readouterr().err == ""
+
+
+# --- familiarity: images unlike the training data -----------------------------------------------
+
+
+def test_ood_score_comes_from_the_same_single_forward_pass(predictor, tmp_path, good, monkeypatch):
+    calls = []
+    encode = predictor.model.encode
+    monkeypatch.setattr(predictor.model, "encode", lambda *a, **k: calls.append(1) or encode(*a))
+    table = predictor.predict([good, tmp_path / "missing.png", good])
+    assert len(calls) == 1  # one batch, one pass: the probabilities and the scores
+    assert table.unfamiliar.dtype == "boolean"
+    assert table.unfamiliar.tolist() == [False, pd.NA, False]
+    x = normalise(np.array(load_grey(good, 16))[None], 0.45, 0.25)
+    with torch.no_grad():
+        features = predictor.model.features(x).numpy()
+    expected = predictor.familiarity.score(features)[0]
+    assert table.ood_score[0] == pytest.approx(expected, rel=1e-6)
+    assert np.isnan(table.ood_score[1])
+
+
+def test_cli_names_the_flagged_images_on_stderr(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    path = tmp_path / "strict.safetensors"
+    save_artifact(path, model, {"image_size": 16, "mean": 0.4, "std": 0.2}, reference(0.0))
+    scans = [noise_png(tmp_path / f"scan{k}.png", seed=k) for k in range(5)]
+    out = tmp_path / "out.csv"
+    assert cli.main(["predict", str(path), *map(str, scans), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("vitct: warning: 5 of 5 images look unlike the model's training data")
+    assert "unreliable" in err and "trained on one source" in err
+    assert f"{scans[0]}, {scans[1]}, {scans[2]}, ..." in err and str(scans[3]) not in err
+    assert err.count("\n") == 1
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == COLUMNS and table.unfamiliar.tolist() == [True] * 5
+    assert (table.ood_score > 0).all()
+
+
+def test_a_model_file_without_a_reference_still_predicts_and_says_so_once(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    path = tmp_path / "old.safetensors"
+    save_artifact(path, model, {"image_size": 16, "mean": 0.4, "std": 0.2})
+    scans = [noise_png(tmp_path / f"scan{k}.png", seed=k) for k in range(2)]
+    with pytest.warns(NoFamiliarityWarning, match="carries no familiarity reference"):
+        table = load_model(path).predict(scans)
+    assert (table.error == "").all() and table.prob_covid.between(0, 1).all()
+    assert table.ood_score.isna().all() and table.unfamiliar.isna().all()
+    out = tmp_path / "out.csv"
+    assert cli.main(["predict", str(path), *map(str, scans), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "carries no familiarity reference" in err
+    lines = out.read_text().splitlines()
+    assert lines[0].endswith(",ood_score,unfamiliar") and lines[1].endswith(",,")

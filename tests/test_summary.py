@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vitct.summary import headline_rows, source_line, summary_markdown
+from vitct.summary import FLAGGED, external_rows, headline_rows, source_line, summary_markdown
 
 
 def _scored(accuracy: float, unseen: float) -> dict:
@@ -19,6 +19,7 @@ METRICS = {
     "roc_auc": 0.99,
     "ci95": {"accuracy": [0.91, 0.98], "mcc": [0.82, 0.96], "roc_auc": [0.98, 1.0]},
     "no_near_duplicate_in_train": {"n": 40, "accuracy": 0.925},
+    "flagged_share": 0.05,
 }
 BASELINES = {
     "nearest_neighbour": {"grouped": _scored(0.8, 0.7), "random": _scored(0.5, 0.5)},
@@ -46,4 +47,16 @@ def test_summary_markdown_is_one_table_under_its_source_line():
     assert lines[0] == source and lines[1] == ""
     table = lines[2:]
     assert len(table) == 5 and all(line.startswith("| ") or line.startswith("|-") for line in table)
-    assert {line.count("|") for line in table} == {6}
+    assert {line.count("|") for line in table} == {7}
+
+
+def test_the_flagged_share_stands_beside_each_sets_accuracy():
+    vit, knn, grey = headline_rows(METRICS, BASELINES, "grouped", 1)
+    assert (vit[FLAGGED], knn[FLAGGED], grey[FLAGGED]) == ("5.0%", "", "")
+    baselines = {"nearest_neighbour": {"accuracy": 0.5}, "grey_histogram": {"accuracy": 0.6}}
+    external = {"n": 20, "accuracy": 0.55, "flagged_share": 0.85, "baselines": baselines}
+    rows = external_rows("scanner_b", external)
+    assert [row[FLAGGED] for row in rows] == ["85.0%", "", ""]
+    assert list(rows[0]) == list(vit)[:4] + [FLAGGED]
+    old = external_rows("scanner_b", {k: v for k, v in external.items() if k != "flagged_share"})
+    assert old[0][FLAGGED] == ""  # metrics from before familiarity references

@@ -8,6 +8,10 @@ The whole file is verified on every load: the header carries a sha256 of itself 
 the weights' sha256 it holds), the weights must match theirs, and the header's fields must pass
 its schema (artifact_header). Any damage raises ArtifactError with one line; nothing that a
 damaged file makes the reader raise escapes as another exception.
+
+A model file may also carry its familiarity reference (vitct.familiarity): tensors named
+familiarity.* beside the weights (covered by weights_sha256, kept out of the model's state dict)
+and a `familiarity` header object. Files without one still load, with no reference.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load, save
 
 from vitct.artifact_header import header_problem
 from vitct.data import CLASS_NAMES
+from vitct.familiarity import TENSOR_PREFIX, Familiarity
 from vitct.model import ViT
 from vitct.outputs import write_output
 from vitct.settings import ViTConfig
@@ -50,9 +56,20 @@ def header_sha256(meta: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def save_artifact(path: str | Path, model: ViT, preprocessing: dict, **info) -> None:
-    """Write weights plus a JSON header (model config, preprocessing, classes, extra info)."""
+def save_artifact(
+    path: str | Path,
+    model: ViT,
+    preprocessing: dict,
+    familiarity: Familiarity | None = None,
+    **info,
+) -> None:
+    """Write weights plus a JSON header (model config, preprocessing, classes, extra info), and
+    the familiarity reference when given."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if familiarity is not None:
+        for name, array in familiarity.tensors().items():
+            state[name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+        info["familiarity"] = familiarity.header()
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -103,6 +120,14 @@ def read_metadata(path: str | Path) -> dict:
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple[ViT, dict]:
     """Model (in eval mode) and its metadata; raises ArtifactError on any mismatch."""
+    model, meta, _ = load_with_familiarity(path, device)
+    return model, meta
+
+
+def load_with_familiarity(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[ViT, dict, Familiarity | None]:
+    """As load_artifact, plus the file's familiarity reference (None in a file without one)."""
     meta = read_metadata(path)
     model = ViT(ViTConfig(**meta["model_config"]))  # the schema admitted it
     try:
@@ -116,13 +141,31 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> tuple
             f"'{path}' weights do not match the sha256 in its header: the file was altered or "
             "damaged after it was written; use an intact copy or retrain."
         )
+    reference = {k: state.pop(k).numpy() for k in list(state) if k.startswith(TENSOR_PREFIX)}
+    familiarity = _familiarity(path, meta, reference, model.cfg.embed_dim)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ArtifactError(
             f"'{path}' weights do not fit its own config (corrupt?): {_one_line(e)}"
         ) from e
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), meta, familiarity
+
+
+def _familiarity(path, meta: dict, tensors: dict, dim: int) -> Familiarity | None:
+    if "familiarity" not in meta and not tensors:
+        return None  # a file written before familiarity references, or without one
+    try:
+        reference = Familiarity.from_parts(meta["familiarity"], tensors)
+    except KeyError as e:
+        raise ArtifactError(
+            f"'{path}' has an incomplete familiarity reference ({e}); retrain."
+        ) from None
+    if reference.mean.shape != (dim,) or reference.precision.shape != (dim, dim):
+        raise ArtifactError(
+            f"'{path}' familiarity reference does not fit the model's {dim} features; retrain."
+        )
+    return reference
 
 
 def _one_line(value, limit: int = 300) -> str:

@@ -83,6 +83,17 @@ HEADER_SCHEMA = {
         "data": {"type": "object", "properties": {"real_data": {"type": "boolean"}}},
         "training": {"type": "object"},
         "validation": {"type": "object"},
+        # optional: files written before familiarity references (vitct.familiarity) have none
+        "familiarity": {
+            "type": "object",
+            "required": ["method", "threshold", "val_flagged_share", "train_images"],
+            "properties": {
+                "method": {"type": "string"},
+                "threshold": {"type": "number", "minimum": 0},
+                "val_flagged_share": {"type": "number", "minimum": 0, "maximum": 1},
+                "train_images": _POSITIVE,
+            },
+        },
     },
 }
 _VALIDATOR = jsonschema.Draft202012Validator(HEADER_SCHEMA)
@@ -97,6 +108,9 @@ def header_problem(meta: dict) -> str | None:
     for key in ("mean", "std"):
         if not math.isfinite(pre[key]):  # JSON as Python reads it allows NaN and Infinity
             return f"preprocessing.{key}: {pre[key]} is not a finite number"
+    threshold = meta.get("familiarity", {}).get("threshold", 0.0)
+    if not math.isfinite(threshold):
+        return f"familiarity.threshold: {threshold} is not a finite number"
     if pre["image_size"] != meta["model_config"]["image_size"]:
         return (
             f"preprocessing.image_size {pre['image_size']} differs from the model's "

@@ -1,7 +1,9 @@
 """The `vitct` command: `vitct predict MODEL INPUT...` classifies CT slices with a model file.
 
 Exit status: 0 every input classified, 1 some could not be (their rows say why in the error
-column; the others are still written), 2 the model file or the arguments are unusable.
+column; the others are still written), 2 the model file or the arguments are unusable. Images
+unlike the model's training data are flagged in the unfamiliar column and named on stderr; they
+do not change the exit status.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from vitct.predict import (
     DOWNLOAD_TIMEOUT,
     MAX_DOWNLOAD_BYTES,
     DemoModelWarning,
+    NoFamiliarityWarning,
     load_model,
+    unfamiliar_warning,
     write_csv,
 )
 
@@ -37,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="classify CT slices as COVID / non-COVID",
-        description="Classify images; writes CSV (path, predicted, prob_covid, error). Exit "
-        "status 0: all classified, 1: some failed (see error column), 2: unusable model file.",
+        description="Classify images; writes CSV (path, predicted, prob_covid, error, ood_score, "
+        "unfamiliar). Exit status 0: all classified, 1: some failed (see error column), "
+        "2: unusable model file. Images unlike the training data are named on stderr.",
     )
     predict.add_argument("model", help="model file, e.g. results/final/model.safetensors")
     predict.add_argument(
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DemoModelWarning)
+            warnings.simplefilter("always", NoFamiliarityWarning)
             predictor = load_model(args.model, timeout=args.timeout, max_bytes=args.max_bytes)
     except ArtifactError as e:
         print(f"vitct: {e}", file=sys.stderr)
@@ -87,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # an unwritable output file or attention folder
         print(f"vitct: cannot write output: {e}", file=sys.stderr)
         return 2
+    unfamiliar = unfamiliar_warning(table)
+    if unfamiliar:
+        print(f"vitct: warning: {unfamiliar}", file=sys.stderr)
     failed = int((table.error != "").sum())
     if failed:
         print(

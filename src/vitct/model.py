@@ -175,17 +175,23 @@ class ViT(nn.Module):
             attentions.append(weights)
         return self.norm(x), attentions
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled representation (B, D) that the head reads (and familiarity scores)."""
+        return self._pool(self.encode(x)[0])
+
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         """Logits (B, classes); with return_attention also a list of (B, heads, N, N) per layer."""
+        if not return_attention:
+            return self.head(self.features(x))
         x, attentions = self.encode(x, return_attention)
+        return self.head(self._pool(x)), attentions
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.pooling == "cls":
-            x = x[:, 0]
-        elif self.cfg.pooling == "mean":
-            x = x.mean(dim=1)
-        else:  # sequence pooling (CCT): a learned weighting of all tokens
-            x = (self.pool_attn(x).softmax(dim=1) * x).sum(dim=1)
-        logits = self.head(x)
-        return (logits, attentions) if return_attention else logits
+            return x[:, 0]
+        if self.cfg.pooling == "mean":
+            return x.mean(dim=1)
+        return (self.pool_attn(x).softmax(dim=1) * x).sum(dim=1)  # sequence pooling (CCT)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -6,7 +6,10 @@
 Every image goes through `load_grey` (the decoding that preprocessing used) and `predict_proba`
 (what evaluation used) with the artifact's own image size, mean and std, so an image gets exactly
 the probability that evaluation reported for it. An input that cannot be classified gets a
-message in the `error` column and the others are still classified.
+message in the `error` column and the others are still classified. The same forward pass gives
+each image's `ood_score` against the model file's familiarity reference (vitct.familiarity) and
+`unfamiliar`, true when it lies beyond the reference's threshold (both empty for a model file
+without a reference).
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from vitct.artifact import load_artifact
+from vitct.artifact import load_with_familiarity
 from vitct.data import CLASS_NAMES, ImagePolicyError, load_grey
-from vitct.inference import predict_proba
+from vitct.familiarity import Familiarity
+from vitct.inference import predict_with_features
 from vitct.outputs import write_text
 
 MAX_DOWNLOAD_BYTES = 64 * 2**20  # a CT slice PNG is well under 1 MiB
 DOWNLOAD_TIMEOUT = 30.0  # seconds for one whole download
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
-COLUMNS = ["path", "predicted", "prob_covid", "error"]
+COLUMNS = ["path", "predicted", "prob_covid", "error", "ood_score", "unfamiliar"]
 
 
 class InputError(Exception):
@@ -43,11 +47,22 @@ class DemoModelWarning(UserWarning):
     """The model was trained on the synthetic demo data (its header says so)."""
 
 
+class NoFamiliarityWarning(UserWarning):
+    """The model file carries no familiarity reference: no image can be flagged unfamiliar."""
+
+
 class Predictor:
     """A loaded model plus its preprocessing; `predict` classifies images."""
 
-    def __init__(self, model, meta: dict, timeout: float, max_bytes: int):
-        self.model, self.meta = model, meta
+    def __init__(
+        self,
+        model,
+        meta: dict,
+        timeout: float,
+        max_bytes: int,
+        familiarity: Familiarity | None = None,
+    ):
+        self.model, self.meta, self.familiarity = model, meta, familiarity
         pre = meta["preprocessing"]
         self.image_size, self.mean, self.std = pre["image_size"], pre["mean"], pre["std"]
         # What of the slice the model sees (absent in older files: the whole, raw)
@@ -55,7 +70,8 @@ class Predictor:
         self.timeout, self.max_bytes = timeout, max_bytes
 
     def predict(self, images, attention_dir: str | Path | None = None) -> pd.DataFrame:
-        """One row per image: path, predicted (class name), prob_covid, error ("" when OK).
+        """One row per image: path, predicted (class name), prob_covid, error ("" when OK),
+        ood_score and unfamiliar (missing where not classified or the model has no reference).
 
         images: file paths, folders (their image files, recursively, sorted), http(s) URLs, PIL
         images or numpy arrays, or a list of them. With attention_dir, an attention-rollout
@@ -74,13 +90,19 @@ class Predictor:
         ok = np.array([not e for e in errors], dtype=bool)
         size = self.image_size
         batch = np.stack(arrays) if arrays else np.zeros((0, size, size), np.uint8)
-        prob = np.full(len(names), np.nan)
-        prob[ok] = predict_proba(self.model, batch, self.mean, self.std)
+        prob, ood_score = np.full(len(names), np.nan), np.full(len(names), np.nan)
+        prob[ok], features = predict_with_features(self.model, batch, self.mean, self.std)
+        if self.familiarity is not None:
+            ood_score[ok] = self.familiarity.score(features)
         predicted = np.where(ok, np.asarray(CLASS_NAMES)[(prob >= 0.5).astype(int)], "")
         table = pd.DataFrame(
             {"path": names, "predicted": predicted, "prob_covid": prob, "error": errors},
             columns=COLUMNS,
         )
+        table["ood_score"] = ood_score
+        table["unfamiliar"] = pd.Series(pd.NA, index=table.index, dtype="boolean")
+        if self.familiarity is not None:
+            table["unfamiliar"] = self.familiarity.flags(ood_score)
         if attention_dir is not None and len(batch):
             self._write_attention(batch, table[ok], Path(attention_dir))
         return table
@@ -156,7 +178,7 @@ def load_model(
     timeout (seconds) and max_bytes limit each URL download. Evaluation runs on the CPU, so the
     default device gives its exact probabilities.
     """
-    model, meta = load_artifact(path, device)
+    model, meta, familiarity = load_with_familiarity(path, device)
     if meta.get("data", {}).get("real_data") is False:
         warnings.warn(
             f"'{path}' was trained on the synthetic demo data (dataset.source demo), not on real "
@@ -164,13 +186,35 @@ def load_model(
             DemoModelWarning,
             stacklevel=2,
         )
-    return Predictor(model, meta, timeout, max_bytes)
+    if familiarity is None:
+        warnings.warn(
+            f"'{path}' carries no familiarity reference (written before vitct flagged unfamiliar "
+            "images): images unlike its training data cannot be flagged",
+            NoFamiliarityWarning,
+            stacklevel=2,
+        )
+    return Predictor(model, meta, timeout, max_bytes, familiarity)
+
+
+def unfamiliar_warning(table: pd.DataFrame, shown: int = 3) -> str | None:
+    """What to tell the user when images were flagged unfamiliar (None when none was)."""
+    flagged = table.path[table.unfamiliar.fillna(False).astype(bool)].tolist()
+    if not flagged:
+        return None
+    scored = int(table.unfamiliar.notna().sum())
+    first = ", ".join(flagged[:shown]) + (", ..." if len(flagged) > shown else "")
+    return (
+        f"{len(flagged)} of {scored} images look unlike the model's training data "
+        "(unfamiliar column): the model was trained on one source, so its predictions on "
+        f"them are unreliable: {first}"
+    )
 
 
 def write_csv(table: pd.DataFrame, out) -> None:
-    """The table as CSV (to a path, or an open text stream such as stdout), probabilities
-    rounded as in evaluation's predictions.csv."""
-    text = table.assign(prob_covid=table.prob_covid.round(6)).to_csv(index=False, columns=COLUMNS)
+    """The table as CSV (to a path, or an open text stream such as stdout), probabilities and
+    ood scores rounded as in evaluation's predictions.csv."""
+    rounded = table.assign(prob_covid=table.prob_covid.round(6), ood_score=table.ood_score.round(4))
+    text = rounded.to_csv(index=False, columns=COLUMNS)
     if isinstance(out, str | Path):
         write_text(out, text)
     else:

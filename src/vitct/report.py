@@ -170,6 +170,7 @@ def _external_sets(inputs: dict, config: dict) -> list[dict]:
                 "rejected": metrics["rejected_files"],
                 "groups": metrics["near_duplicate_groups"],
                 "covid_share": metrics["predicted_covid_share"],
+                "flagged_share": metrics.get("flagged_share"),
                 "variants": _table(variants, index=False),
                 "reliability": embed_png(inputs[f"external_{name}_reliability"]),
             }

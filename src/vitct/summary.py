@@ -10,6 +10,8 @@ import math
 # (key in metrics.json, column title)
 METRICS = (("accuracy", "accuracy"), ("mcc", "MCC"), ("roc_auc", "ROC-AUC"))
 UNSEEN = "no_near_duplicate_in_train"
+# The share of a set's images the final model calls unfamiliar (vitct.familiarity): ~5% in-source.
+FLAGGED = "flagged unfamiliar"
 
 
 def _number(value: float | None, interval: list | None = None) -> str:
@@ -18,10 +20,15 @@ def _number(value: float | None, interval: list | None = None) -> str:
     return f"{value:.3f}" + (" [{:.3f}, {:.3f}]".format(*interval) if interval else "")
 
 
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
 def headline_rows(metrics: dict, baselines: dict, strategy: str, parameters: int) -> list[dict]:
     """One row per model, its numbers as text: the ViT with its 95% intervals, then the 1-NN on
     pixels (memorisation) and the grey-level histogram baseline (no shape), scored on the same
-    test split (`strategy`: the split the ViT was tested on)."""
+    test split (`strategy`: the split the ViT was tested on), and the share of the test images
+    the ViT flags as unfamiliar."""
     knn = baselines["nearest_neighbour"][strategy]
     grey = baselines["grey_histogram"][strategy]
     models = (
@@ -36,14 +43,17 @@ def headline_rows(metrics: dict, baselines: dict, strategy: str, parameters: int
         for key, title in METRICS:
             row[f"{title} [95% CI]"] = _number(overall.get(key), (intervals or {}).get(key))
         row[unseen_title] = _number(subsets.get(UNSEEN, {}).get("accuracy"))
+        row[FLAGGED] = ""
         rows.append(row)
+    rows[0][FLAGGED] = _share(metrics.get("flagged_share"))
     rows[1]["ROC-AUC [95% CI]"] = ""  # the 1-NN's 0/1 votes rank nothing
     return rows
 
 
 def external_rows(name: str, metrics: dict) -> list[dict]:
     """Rows for one external set (evaluation.external), beside the in-source ones: the ViT with
-    its intervals, then both baselines fitted on the in-source images, scored on the set."""
+    its intervals and the share of the set it flags as unfamiliar, then both baselines fitted on
+    the in-source images, scored on the set."""
     title = f"on external set {name} (n = {metrics['n']})"
     models = (
         (f"ViT, final model, {title}", metrics),
@@ -55,7 +65,9 @@ def external_rows(name: str, metrics: dict) -> list[dict]:
         row = {"model": model}
         for key, title_ in METRICS:
             row[f"{title_} [95% CI]"] = _number(scored.get(key), scored.get("ci95", {}).get(key))
+        row[FLAGGED] = ""
         rows.append(row)
+    rows[0][FLAGGED] = _share(metrics.get("flagged_share"))
     rows[1]["ROC-AUC [95% CI]"] = ""  # the 1-NN's 0/1 votes rank nothing
     return rows
 

@@ -64,6 +64,7 @@ TRAINING_CODE = package_files(
     "checkpoint",
     "accelerator",
     "inference",
+    "familiarity",
 )
 
 GRID = config["sweep"]["grid"]

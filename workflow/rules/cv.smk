@@ -59,6 +59,8 @@ rule evaluate_cv:
             "metrics",
             "crossval",
             "artifact",
+            "familiarity",
+            "inference",
             "folds",
             "external",
             "neighbours",

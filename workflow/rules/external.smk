@@ -70,7 +70,13 @@ rule evaluate_external:
         variant_models=variant_models,
         variant_caches=variant_external_images,
         code=package_files(
-            "external", "inference", "metrics", "neighbours", "intensity", "figures"
+            "external",
+            "inference",
+            "familiarity",
+            "metrics",
+            "neighbours",
+            "intensity",
+            "figures",
         ),
     output:
         metrics=f"{EXTERNAL_DIR}/metrics.json",

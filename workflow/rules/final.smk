@@ -69,7 +69,9 @@ rule evaluate:
         model=rules.train_final.output.model,
         cache=FINAL_IMAGES,
         split=rules.split_manifest.output.split,
-        code=package_files("inference", "metrics", "neighbours", "figures", "artifact"),
+        code=package_files(
+            "inference", "familiarity", "metrics", "neighbours", "figures", "artifact"
+        ),
     output:
         metrics=f"{RESULTS}/final/metrics.json",
         predictions=f"{RESULTS}/final/predictions.csv",

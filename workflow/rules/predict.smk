@@ -6,7 +6,7 @@ rule predict:
     input:
         folder=predict_folder,
         model=rules.train_final.output.model,
-        code=package_files("predict", "data", "artifact"),
+        code=package_files("predict", "data", "artifact", "familiarity", "inference"),
     output:
         predictions=f"{RESULTS}/predictions/{{name}}.csv",
     log:

@@ -7,21 +7,23 @@ import numpy as np
 import pandas as pd
 
 from vitct import step
-from vitct.artifact import load_artifact
+from vitct.artifact import load_with_familiarity
 from vitct.data import load_cache, load_splits
+from vitct.familiarity import flagged_share, score_and_flag
 from vitct.figures import plot_confusion, plot_roc
-from vitct.inference import predict_proba
+from vitct.inference import predict_with_features
 from vitct.metrics import bootstrap_intervals, prediction_table
 from vitct.neighbours import nearest_seen, score_test_subsets
 from vitct.outputs import write_text
 
 
 def main(snakemake):
-    model, meta = load_artifact(snakemake.input.model)
+    model, meta, familiarity = load_with_familiarity(snakemake.input.model)
     images = load_cache(snakemake.input.cache)  # read once: for the splits and the neighbours
     cache = load_splits(images, snakemake.input.split)
     pre = meta["preprocessing"]
-    prob = predict_proba(model, cache["test_x"], pre["mean"], pre["std"])
+    prob, features = predict_with_features(model, cache["test_x"], pre["mean"], pre["std"])
+    ood_score, unfamiliar = score_and_flag(familiarity, features)
     y = cache["test_y"]
     # Besides all test images, the test images with no near-identical seen slice: what the
     # model does with a slice it has not, in effect, seen before.
@@ -35,6 +37,8 @@ def main(snakemake):
     if snakemake.params.bootstrap:
         metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap, groups=groups)
         metrics["ci95_resamples"] = "near-duplicate groups (cluster bootstrap)"
+    # Share of in-source test images called unfamiliar: about 5% by the reference's design.
+    metrics["flagged_share"] = flagged_share(unfamiliar)
     metrics["data"] = meta["data"]
     write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
     pred = (prob >= 0.5).astype(int)
@@ -44,6 +48,8 @@ def main(snakemake):
         prob,
         nearest_train_similarity=np.round(similarity, 4),
         near_duplicate_group=groups,
+        ood_score=np.round(ood_score, 4),
+        unfamiliar=unfamiliar,
     )
     write_text(snakemake.output.predictions, predictions.to_csv(index=False))
     plot_confusion(y, pred, snakemake.output.confusion)

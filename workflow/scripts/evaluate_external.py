@@ -9,27 +9,30 @@ import numpy as np
 import pandas as pd
 
 from vitct import step
-from vitct.artifact import load_artifact
+from vitct.artifact import load_with_familiarity
 from vitct.data import load_cache
 from vitct.external import baseline_probabilities, external_groups, score
+from vitct.familiarity import flagged_share, score_and_flag
 from vitct.figures import plot_reliability
-from vitct.inference import predict_proba
+from vitct.inference import predict_with_features
 from vitct.intensity import load_histograms
 from vitct.metrics import binary_metrics, prediction_table
 from vitct.outputs import write_text
 
 
-def model_probabilities(model_path, cache: dict) -> np.ndarray:
-    model, meta = load_artifact(model_path)
+def model_probabilities(model_path, cache: dict):
+    """COVID probability, ood score and unfamiliar flag per image (as `vitct predict`)."""
+    model, meta, familiarity = load_with_familiarity(model_path)
     pre = meta["preprocessing"]
-    return predict_proba(model, cache["x"], pre["mean"], pre["std"])
+    prob, features = predict_with_features(model, cache["x"], pre["mean"], pre["std"])
+    return (prob, *score_and_flag(familiarity, features))
 
 
 def main(snakemake):
     name, params = snakemake.params.name, snakemake.params
     cache = load_cache(snakemake.input.cache)
     y = cache["y"]
-    prob = model_probabilities(snakemake.input.model, cache)
+    prob, ood_score, unfamiliar = model_probabilities(snakemake.input.model, cache)
     groups = external_groups(cache, params.threshold)
     source = load_cache(snakemake.input.source_cache)
     split = pd.read_csv(snakemake.input.split, sep="\t", keep_default_na=False)
@@ -50,10 +53,18 @@ def main(snakemake):
         "rejected_files": len(rejects),
         "near_duplicate_groups": int(len(np.unique(groups))),
         "predicted_covid_share": float((prob >= 0.5).mean()),
+        "flagged_share": flagged_share(unfamiliar),  # called unfamiliar by the final model
         "baselines": {b: score(y, p, groups, params.bootstrap) for b, p in baselines.items()},
     }
     write_text(snakemake.output.metrics, json.dumps(metrics, indent=2, sort_keys=True))
-    predictions = prediction_table(cache["paths"], y, prob, near_duplicate_group=groups)
+    predictions = prediction_table(
+        cache["paths"],
+        y,
+        prob,
+        near_duplicate_group=groups,
+        ood_score=np.round(ood_score, 4),
+        unfamiliar=unfamiliar,
+    )
     write_text(snakemake.output.predictions, predictions.to_csv(index=False))
     plot_reliability(y, prob, f"external set {name} (n = {len(y)})", snakemake.output.reliability)
     # Every ablation variant on the same images, beside the final model.
@@ -64,7 +75,7 @@ def main(snakemake):
         snakemake.input.variant_caches,
         strict=True,
     ):
-        variant_prob = model_probabilities(model_path, load_cache(variant_cache))
+        variant_prob = model_probabilities(model_path, load_cache(variant_cache))[0]
         rows.append({"model": variant, **binary_metrics(y, variant_prob)})
     columns = ["model", "n", "accuracy", "mcc", "roc_auc", "sensitivity", "specificity"]
     table = pd.DataFrame(rows)[columns]

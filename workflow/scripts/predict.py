@@ -3,7 +3,7 @@
 import logging
 
 from vitct import step
-from vitct.predict import load_model, write_csv
+from vitct.predict import load_model, unfamiliar_warning, write_csv
 
 
 def main(snakemake):
@@ -17,6 +17,9 @@ def main(snakemake):
         snakemake.input.folder,
         table.predicted[ok].value_counts().to_dict(),
     )
+    unfamiliar = unfamiliar_warning(table)
+    if unfamiliar:
+        logging.warning("%s", unfamiliar)
     failed = table[~ok]
     for row in failed.itertuples():  # kept in the CSV too; a bad file must not fail the others
         logging.warning("could not classify %s: %s", row.path, row.error)

@@ -9,7 +9,10 @@ from vitct import step
 from vitct.artifact import save_artifact
 from vitct.config import tuned_run_settings
 from vitct.data import load_splits
+from vitct.familiarity import Familiarity
+from vitct.familiarity import fit as fit_familiarity
 from vitct.figures import plot_history
+from vitct.inference import predict_with_features
 from vitct.manifest import sha256_of
 from vitct.outputs import write_text
 from vitct.pretrain import PretrainingMismatchError
@@ -79,11 +82,22 @@ def main(snakemake):
             "mean": float(cache["mean"]),
             "std": float(cache["std"]),
         },
+        familiarity=familiarity_reference(model, cache),
         training=train_cfg.to_dict(),
         data=provenance,
         validation={k: v for k, v in metrics.items() if k.startswith("val_")},
     )
     resume.unlink(missing_ok=True)
+
+
+def familiarity_reference(model, cache: dict) -> Familiarity:
+    """Where the trained model puts the training images (the reference) and the validation
+    images (its threshold): `vitct predict` flags images far outside. fp32 (bf16=False), as
+    evaluation and predict run."""
+    mean, std = float(cache["mean"]), float(cache["std"])
+    _, train = predict_with_features(model, cache["train_x"], mean, std, bf16=False)
+    _, val = predict_with_features(model, cache["val_x"], mean, std, bf16=False)
+    return fit_familiarity(train, val)
 
 
 step.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)

@@ -1,0 +1,68 @@
+"""The familiarity reference: about 5% of in-source images flagged, far more from elsewhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vitct.familiarity import Familiarity, fit, flagged_share, score_and_flag
+from vitct.inference import predict_with_features
+from vitct.model import ViT
+from vitct.settings import ViTConfig
+
+
+def gaussian(n: int, seed: int, shift: float = 0.0, dim: int = 16) -> np.ndarray:
+    """Correlated Gaussian features (a fixed mixing matrix), optionally shifted on every axis."""
+    mixing = np.random.default_rng(99).normal(size=(dim, dim)) / np.sqrt(dim)
+    return np.random.default_rng(seed).normal(size=(n, dim)) @ mixing + 1.0 + shift
+
+
+def test_the_threshold_flags_about_5_percent_of_held_in_images():
+    reference = fit(gaussian(1000, 0), gaussian(1000, 1))
+    assert reference.val_flagged_share == pytest.approx(0.05, abs=0.002)
+    assert reference.train_images == 1000
+    held_in = reference.flags(reference.score(gaussian(5000, 2)))
+    assert flagged_share(held_in) == pytest.approx(0.05, abs=0.02)
+
+
+def test_features_from_a_shifted_distribution_are_flagged_far_more_often():
+    reference = fit(gaussian(1000, 0), gaussian(1000, 1))
+    shifted = flagged_share(reference.flags(reference.score(gaussian(1000, 3, shift=1.0))))
+    assert shifted > 0.9
+
+
+def test_a_toy_models_features_tell_another_scanner_apart():
+    """An untrained ViT's pooled features already separate dark-background slices (train)
+    from bright-background ones (the demo's second scanner has a bright background)."""
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2))
+    rng = np.random.default_rng(0)
+
+    def slices(n):
+        x = rng.integers(0, 60, (n, 16, 16)).astype(np.uint8)
+        x[::2, 4:12, 4:12] += 120  # half have a bright lesion-like square
+        return x
+
+    def features(images):
+        return predict_with_features(model, images, 0.15, 0.2)[1]
+
+    reference = fit(features(slices(400)), features(slices(200)))
+    held_in = flagged_share(reference.flags(reference.score(features(slices(400)))))
+    elsewhere = flagged_share(reference.flags(reference.score(features(255 - slices(200)))))
+    assert held_in < 0.12 and elsewhere > 0.9
+
+
+def test_the_score_is_the_mahalanobis_distance():
+    reference = Familiarity(np.zeros(2), np.diag([1.0, 0.25]), 1.5, 0.05, 10)
+    np.testing.assert_allclose(reference.score(np.array([[3.0, 0.0], [0.0, 4.0]])), [3.0, 2.0])
+
+
+def test_unscored_images_have_no_flag_and_no_reference_flags_nothing():
+    reference = Familiarity(np.zeros(2), np.eye(2), 1.0, 0.05, 10)
+    flags = reference.flags(np.array([0.5, np.nan, 2.0]))
+    assert flags.dtype == "boolean" and flags.tolist() == [False, pd.NA, True]
+    assert flagged_share(flags) == 0.5
+    scores, none = score_and_flag(None, np.zeros((3, 2)))
+    assert np.isnan(scores).all() and none.isna().all() and flagged_share(none) is None
