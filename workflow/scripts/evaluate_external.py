@@ -11,11 +11,11 @@ import pandas as pd
 from vitct import step
 from vitct.artifact import load_artifact
 from vitct.data import load_cache
-from vitct.external import baseline_probabilities, external_groups, score
+from vitct.external import baseline_probabilities, external_groups
 from vitct.figures import plot_reliability
 from vitct.inference import predict_proba
 from vitct.intensity import load_histograms
-from vitct.metrics import binary_metrics, prediction_table
+from vitct.metrics import binary_metrics, prediction_table, score
 from vitct.outputs import write_text
 
 
