@@ -142,6 +142,9 @@ def test_report_shows_the_external_set_beside_the_in_source_test(external_run):
     assert "ViT, final model, on external set scanner_b (n = 20)" in summary
     assert "grey-level histograms, on external set scanner_b" in summary
     assert "flagged unfamiliar" in summary.splitlines()[2]
+    assert "| external set scanner_b (n = 20) |" in summary  # the shortcut meter's row
+    meter = json.loads((workdir / "results" / "baseline" / "shortcut_meter.json").read_text())
+    assert list(meter["external"]) == ["scanner_b"] and meter["external"]["scanner_b"]["n"] == 20
     html = (workdir / "results" / "report.html").read_text()
     assert "reliability diagram on scanner_b" in html
     assert "as unfamiliar" in html
@@ -172,6 +175,7 @@ def test_adding_an_external_set_runs_only_its_steps_and_the_report(external_run)
         "external_preprocess",
         "external_grey_histograms",
         "evaluate_external",
+        "shortcut_meter",
         "report",
     }, jobs
     assert jobs["evaluate_external"] == 1

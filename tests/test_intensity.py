@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitct.intensity import HISTOGRAM_BINS, grey_histograms, histogram_baseline, load_histograms
+from vitct.intensity import (
+    HISTOGRAM_BINS,
+    grey_histograms,
+    histogram_baseline,
+    load_histograms,
+    shortcut_meter,
+)
 from vitct.neighbours import nearest_seen
 
 N_PER_CLASS = 150
@@ -69,3 +75,47 @@ def test_histogram_baseline_reads_grey_levels_not_shape(kind, low, high):
     assert low <= accuracy <= high, (kind, accuracy)
     assert result["all_test"]["n"] == (table.split == "test").sum()
     assert 0.0 <= result["test_with_near_duplicate_in_train"] <= 1.0
+
+
+def brighter_class(n: int, seed: int):
+    """Noise slices with a bright square anywhere; class 1 is the same 40 grey levels brighter
+    (never clipped): the classes differ in global brightness only."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    x = rng.integers(40, 120, size=(n, 32, 32))
+    for i in range(n):
+        top, left = rng.integers(2, 20, size=2)
+        x[i, top : top + 10, left : left + 10] += 60
+    return (x + 40 * y[:, None, None]).astype(np.uint8), y
+
+
+def standardised(images: np.ndarray) -> np.ndarray:
+    """Each image z-scored on its own, mapped back to uint8 (as a per-image standardisation of
+    the model's input would): a global shift in brightness is gone."""
+    x = images.astype(np.float64)
+    mean, std = x.mean(axis=(1, 2), keepdims=True), x.std(axis=(1, 2), keepdims=True)
+    return np.clip(np.round(128 + 40 * (x - mean) / std), 0, 255).astype(np.uint8)
+
+
+def as_cached(images: np.ndarray) -> np.ndarray:
+    return images
+
+
+@pytest.mark.parametrize(
+    ("prepare", "low", "high"), [(as_cached, 0.95, 1.0), (standardised, 0.3, 0.7)]
+)
+def test_shortcut_meter_reads_brightness_until_each_image_is_standardised(prepare, low, high):
+    train_x, train_y = brighter_class(2 * N_PER_CLASS, seed=0)
+    scored = {}
+    for name, seed in (("test", 1), ("external/elsewhere", 2)):
+        x, y = brighter_class(N_PER_CLASS, seed)
+        scored[name] = (prepare(x), y, np.arange(len(y)) // 3)  # groups of three slices
+    meter = shortcut_meter(prepare(train_x), train_y, scored, seed=0, bootstrap=50)
+    assert list(meter) == ["test", "external/elsewhere"]
+    for name, result in meter.items():
+        assert result["n"] == N_PER_CLASS
+        assert low <= result["accuracy"] <= high, (name, result["accuracy"])
+        assert low <= result["roc_auc"] <= high, (name, result["roc_auc"])
+        assert set(result["ci95"]) == {"accuracy", "mcc", "roc_auc"}
+        interval = result["ci95"]["accuracy"]
+        assert interval[0] <= result["accuracy"] <= interval[1]

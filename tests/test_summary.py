@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from vitct.summary import FLAGGED, external_rows, headline_rows, source_line, summary_markdown
+from vitct.summary import (
+    FLAGGED,
+    SHORTCUT_METER_NOTE,
+    external_rows,
+    headline_rows,
+    shortcut_rows,
+    source_line,
+    summary_markdown,
+)
 
 
 def _scored(accuracy: float, unseen: float) -> dict:
@@ -60,3 +68,27 @@ def test_the_flagged_share_stands_beside_each_sets_accuracy():
     assert list(rows[0]) == list(vit)[:4] + [FLAGGED]
     old = external_rows("scanner_b", {k: v for k, v in external.items() if k != "flagged_share"})
     assert old[0][FLAGGED] == ""  # metrics from before familiarity references
+
+
+METER = {
+    "model_input": "images_32px.npz",
+    "test": {**METRICS, "n": 100, "accuracy": 0.52},
+    "external": {"scanner_b": {"n": 20, "accuracy": 0.5, "mcc": 0.0, "roc_auc": 0.5}},
+}
+
+
+def test_shortcut_meter_has_a_row_for_the_test_split_and_each_external_set():
+    test, external = shortcut_rows(METER)
+    assert test["scored on"] == "test split (n = 100)"
+    assert test["accuracy [95% CI]"] == "0.520 [0.910, 0.980]"
+    assert external["scored on"] == "external set scanner_b (n = 20)"
+    assert external["accuracy [95% CI]"] == "0.500"  # no bootstrap, no interval
+
+
+def test_summary_markdown_puts_the_shortcut_meter_under_the_headline():
+    rows = headline_rows(METRICS, BASELINES, "grouped", 1)
+    lines = summary_markdown(rows, "source", shortcut_rows(METER)).splitlines()
+    assert lines[:7] == summary_markdown(rows, "source").splitlines()
+    assert lines[7:10] == ["", SHORTCUT_METER_NOTE, ""]
+    assert "near 0.5 accuracy" in SHORTCUT_METER_NOTE
+    assert lines[10].startswith("| scored on | accuracy [95% CI]") and len(lines) == 14

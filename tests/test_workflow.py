@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from conftest import (
     REPO,
+    TINY_IMAGES,
     demo_run_config,
     jobs_to_run,
     snakemake,
@@ -105,12 +106,30 @@ def test_report_opens_with_the_headline_that_summary_md_holds(demo_run: Path):
     html = (demo_run / "results/report.html").read_text()
     summary = (demo_run / "results/summary.md").read_text().splitlines()
     assert "synthetic demo slices, NOT real CT data" in summary[0]
-    rows = [line.split(" | ")[0].strip("| ") for line in summary[4:]]
+    headline = summary[4 : summary.index("", 2)]  # the shortcut meter's table follows
+    rows = [line.split(" | ")[0].strip("| ") for line in headline]
     assert rows[0].startswith("ViT, final model") and rows[1].startswith("1-NN") and len(rows) == 3
     first_screen = html[: html.index("<h2>Test metrics</h2>")]  # before any detail
     accuracy = summary[4].split(" | ")[1]  # the ViT's accuracy with its interval
     assert "How good is it, on what, compared with what" in first_screen
     assert accuracy in first_screen and "grey-level histograms" in first_screen
+
+
+def test_shortcut_meter_scores_the_final_models_input_and_the_report_shows_it(demo_run: Path):
+    meter = json.loads((demo_run / "results/baseline/shortcut_meter.json").read_text())
+    assert meter["model_input"] == Path(TINY_IMAGES).name  # the final model's cache
+    assert meter["fitted_on"] == "train+val" and meter["external"] == {}
+    split = pd.read_csv(demo_run / "results/data/split.tsv", sep="\t")
+    assert meter["n_fitted"] == (split.split != "test").sum()
+    assert meter["test"]["n"] == (split.split == "test").sum()
+    assert set(meter["test"]["ci95"]) == {"accuracy", "mcc", "roc_auc"}
+    cell = "{:.3f} [{:.3f}, {:.3f}]".format(
+        meter["test"]["accuracy"], *meter["test"]["ci95"]["accuracy"]
+    )
+    summary = (demo_run / "results/summary.md").read_text()
+    assert f"| test split (n = {meter['test']['n']}) | {cell} |" in summary
+    html = (demo_run / "results/report.html").read_text()
+    assert "Shortcut meter" in html and cell in html
 
 
 def test_both_baselines_are_scored_under_both_split_strategies(demo_run: Path):
@@ -316,7 +335,12 @@ def test_a_larger_final_image_size_preprocesses_once_more_and_keeps_the_sweep(
     larger = tiny_config(final={"overrides": {"epochs": 2, "image_size": 64}})
     write_config(project_copy, larger)
     try:
-        assert planned(project_copy) == {"preprocess": 1, **DOWNSTREAM_OF_FINAL}
+        # the shortcut meter reads the final model's input
+        assert planned(project_copy) == {
+            "preprocess": 1,
+            "shortcut_meter": 1,
+            **DOWNSTREAM_OF_FINAL,
+        }
         snakemake(project_copy, snakefile=project_copy / "Snakefile")
         final = project_copy / "results/final"
         assert json.loads((final / "model_config.json").read_text())["image_size"] == 64

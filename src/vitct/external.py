@@ -13,7 +13,6 @@ import pandas as pd
 
 from vitct.data import rows_of
 from vitct.intensity import fit_histogram_model
-from vitct.metrics import binary_metrics, bootstrap_intervals
 from vitct.neighbours import near_duplicate_groups, nearest_train
 
 
@@ -41,15 +40,6 @@ def baseline_probabilities(
         "nearest_neighbour": knn,
         "grey_histogram": grey.predict_proba(external_histograms)[:, 1],
     }
-
-
-def score(y, prob, groups, bootstrap: int) -> dict:
-    """Metrics with cluster-bootstrap intervals over `groups` (none when bootstrap is 0)."""
-    metrics = binary_metrics(y, prob)
-    if bootstrap:
-        metrics["ci95"] = bootstrap_intervals(y, prob, bootstrap, groups=groups)
-        metrics["ci95_resamples"] = "near-duplicate groups (cluster bootstrap)"
-    return metrics
 
 
 def external_groups(external_cache: dict, threshold: float) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from vitct.data import load_cache, rows_of
+from vitct.metrics import score
 from vitct.neighbours import SeenNeighbours, score_test_subsets
 
 HISTOGRAM_BINS = 32
@@ -54,3 +55,18 @@ def histogram_baseline(
     model = fit_histogram_model(histograms[neighbours.seen], labels[neighbours.seen], seed)
     prob = model.predict_proba(histograms[neighbours.test])[:, 1]
     return score_test_subsets(labels[neighbours.test], prob, neighbours.similarity, threshold)
+
+
+def shortcut_meter(
+    train_images, train_labels, scored: dict, seed: int, bootstrap: int
+) -> dict[str, dict]:
+    """How much of the label the global grey levels of the model's own input still carry: the
+    grey-level classifier fitted on the histograms of `train_images` (uint8, as the model gets
+    them, after all preprocessing), scored on each set of `scored` (name -> (images, labels,
+    near-duplicate groups)) with cluster-bootstrap intervals. Near 0.5 accuracy: grey levels
+    alone no longer tell the classes apart in what the model sees."""
+    model = fit_histogram_model(grey_histograms(train_images), train_labels, seed)
+    return {
+        name: score(labels, model.predict_proba(grey_histograms(images))[:, 1], groups, bootstrap)
+        for name, (images, labels, groups) in scored.items()
+    }

@@ -100,6 +100,15 @@ def bootstrap_intervals(
     return {m: percentile_interval(v, level) for m, v in samples.items() if v}
 
 
+def score(y, prob, groups, bootstrap: int) -> dict:
+    """Metrics with cluster-bootstrap intervals over `groups` (none when bootstrap is 0)."""
+    metrics = binary_metrics(y, prob)
+    if bootstrap:
+        metrics["ci95"] = bootstrap_intervals(y, prob, bootstrap, groups=groups)
+        metrics["ci95_resamples"] = "near-duplicate groups (cluster bootstrap)"
+    return metrics
+
+
 def percentile_interval(samples, level: float = 0.95) -> list[float]:
     """[low, high] holding the central `level` share of bootstrap samples (NaN when none)."""
     if len(samples) == 0:

@@ -15,7 +15,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from vitct.manifest import colour_mode_table
 from vitct.split import split_summary
-from vitct.summary import external_rows, headline_rows, source_line
+from vitct.summary import (
+    SHORTCUT_METER_NOTE,
+    external_rows,
+    headline_rows,
+    shortcut_rows,
+    source_line,
+)
 
 PACKAGES = (
     "vitct",
@@ -108,6 +114,11 @@ def headline(inputs: dict, config: dict) -> tuple[list[dict], str]:
         external = external_rows(name, _json(inputs[f"external_{name}_metrics"]))
         rows += [{title: row.get(title, "") for title in rows[0]} for row in external]
     return rows, source_line(_json(inputs["receipt"]), metrics["n"], strategy)
+
+
+def shortcut_meter(inputs: dict) -> list[dict]:
+    """The shortcut meter's rows: the test split, then each external set."""
+    return shortcut_rows(_json(inputs["shortcut_meter"]))
 
 
 def _strategy_table(baselines: dict) -> str:
@@ -229,6 +240,9 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir: s
         best_epoch=train_metrics["best_epoch"],
         epochs_run=train_metrics["epochs_run"],
         summary=_table(pd.DataFrame(summary_rows), index=False),
+        shortcut=_table(pd.DataFrame(shortcut_meter(inputs)), index=False),
+        shortcut_note=SHORTCUT_METER_NOTE,
+        shortcut_input=_json(inputs["shortcut_meter"])["model_input"],
         source=source,
         test_metrics=_table(test_metrics, index=False),
         ablation=ablation,

@@ -1,7 +1,8 @@
 """The headline: how good the final model is, on what, compared with what. One small table (the
 ViT's test metrics with their intervals beside the two baselines on the same test images) and
 one sentence on the data; the report opens with them and the report rule writes them to
-results/summary.md, which the README pastes."""
+results/summary.md, which the README pastes. Under them, the shortcut meter: how much of the
+label the grey levels of the model's own input carry."""
 
 from __future__ import annotations
 
@@ -60,16 +61,31 @@ def external_rows(name: str, metrics: dict) -> list[dict]:
         (f"1-NN on 32x32 pixels, {title}", metrics["baselines"]["nearest_neighbour"]),
         (f"grey-level histograms, {title}", metrics["baselines"]["grey_histogram"]),
     )
-    rows = []
-    for model, scored in models:
-        row = {"model": model}
-        for key, title_ in METRICS:
-            row[f"{title_} [95% CI]"] = _number(scored.get(key), scored.get("ci95", {}).get(key))
-        row[FLAGGED] = ""
-        rows.append(row)
+    rows = [{"model": model, **_cells(scored), FLAGGED: ""} for model, scored in models]
     rows[0][FLAGGED] = _share(metrics.get("flagged_share"))
     rows[1]["ROC-AUC [95% CI]"] = ""  # the 1-NN's 0/1 votes rank nothing
     return rows
+
+
+def _cells(scored: dict) -> dict:
+    """Accuracy, MCC and ROC-AUC, each with its 95% interval when there is one."""
+    intervals = scored.get("ci95", {})
+    return {f"{t} [95% CI]": _number(scored.get(k), intervals.get(k)) for k, t in METRICS}
+
+
+SHORTCUT_METER_NOTE = (
+    "Shortcut meter: the grey-level histogram classifier refitted on the final model's own input "
+    "(its images after all preprocessing), fitted on train+validation. It reads only the global "
+    "grey levels of what the ViT sees: near 0.5 accuracy, grey levels alone no longer tell the "
+    "classes apart there (the shortcut is gone); near 1.0, they still give the label away."
+)
+
+
+def shortcut_rows(meter: dict) -> list[dict]:
+    """The shortcut meter (shortcut_meter.json) on the test split, then on each external set."""
+    sets = [("test split", meter["test"])]
+    sets += [(f"external set {name}", scored) for name, scored in meter["external"].items()]
+    return [{"scored on": f"{name} (n = {s['n']})", **_cells(s)} for name, s in sets]
 
 
 def source_line(receipt: dict, n_test: int, strategy: str) -> str:
@@ -86,9 +102,16 @@ def source_line(receipt: dict, n_test: int, strategy: str) -> str:
     )
 
 
-def summary_markdown(rows: list[dict], source: str) -> str:
-    """The headline as a short markdown table under its one-line source."""
+def _markdown_table(rows: list[dict]) -> list[str]:
     titles = list(rows[0])
-    lines = [source, "", "| " + " | ".join(titles) + " |", "|" + " --- |" * len(titles)]
-    lines += ["| " + " | ".join(row[t] for t in titles) + " |" for row in rows]
+    lines = ["| " + " | ".join(titles) + " |", "|" + " --- |" * len(titles)]
+    return lines + ["| " + " | ".join(row[t] for t in titles) + " |" for row in rows]
+
+
+def summary_markdown(rows: list[dict], source: str, meter: list[dict] | None = None) -> str:
+    """The headline as a short markdown table under its one-line source; with `meter` (rows of
+    shortcut_rows), the shortcut meter's table under its note after a blank line."""
+    lines = [source, "", *_markdown_table(rows)]
+    if meter:
+        lines += ["", SHORTCUT_METER_NOTE, "", *_markdown_table(meter)]
     return "\n".join(lines) + "\n"

@@ -120,6 +120,32 @@ rule baselines:
         "../scripts/baselines.py"
 
 
+# The shortcut meter: the grey-level baseline refitted on the final model's own input (its
+# cache, after all preprocessing) and scored on the test split and every external set's cache
+# of the same preprocessing: how much of the label the grey levels of what the ViT sees carry.
+rule shortcut_meter:
+    input:
+        cache=FINAL_IMAGES,
+        split=rules.split_manifest.output.split,
+        external=expand(f"{EXTERNAL_DIR}/{Path(FINAL_IMAGES).name}", ext=EXTERNAL),
+        code=package_files("intensity", "metrics", "external", "neighbours"),
+    output:
+        meter=f"{RESULTS}/baseline/shortcut_meter.json",
+    log:
+        f"{LOGS}/shortcut_meter.log",
+    benchmark:
+        f"{BENCH}/shortcut_meter.tsv"
+    conda:
+        ENV
+    params:
+        external=list(EXTERNAL),
+        threshold=config["split"]["near_duplicate_threshold"],
+        seed=config["split"]["seed"],
+        bootstrap=config["evaluation"]["bootstrap"],
+    script:
+        "../scripts/shortcut_meter.py"
+
+
 # Grouped, stratified folds over the images outside the test split (cross-validation).
 rule assign_folds:
     input:

@@ -11,12 +11,12 @@ import pandas as pd
 from vitct import step
 from vitct.artifact import load_with_familiarity
 from vitct.data import load_cache
-from vitct.external import baseline_probabilities, external_groups, score
+from vitct.external import baseline_probabilities, external_groups
 from vitct.familiarity import flagged_share, score_and_flag
 from vitct.figures import plot_reliability
 from vitct.inference import predict_with_features
 from vitct.intensity import load_histograms
-from vitct.metrics import binary_metrics, prediction_table
+from vitct.metrics import binary_metrics, prediction_table, score
 from vitct.outputs import write_text
 
 
