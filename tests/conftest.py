@@ -296,3 +296,10 @@ VITCT = Path(sys.executable).with_name("vitct")  # the console script of this en
 def vitct(*args: str) -> subprocess.CompletedProcess:
     """Run the `vitct` console script, as a user would."""
     return subprocess.run([str(VITCT), *args], capture_output=True, text=True, timeout=300)
+
+
+def only(paths):
+    """The one path of a glob; fails when there are none or several."""
+    found = list(paths)
+    assert len(found) == 1, f"expected one file, found {found}"
+    return found[0]

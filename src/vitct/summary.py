@@ -82,7 +82,7 @@ SHORTCUT_METER_NOTE = (
 
 
 def shortcut_rows(meter: dict) -> list[dict]:
-    """The shortcut meter (shortcut_meter.json) on the test split, then on each external set."""
+    """The shortcut meter (shortcut_meter_*.json) on the test split, then on each external set."""
     sets = [("test split", meter["test"])]
     sets += [(f"external set {name}", scored) for name, scored in meter["external"].items()]
     return [{"scored on": f"{name} (n = {s['n']})", **_cells(s)} for name, s in sets]

@@ -204,8 +204,16 @@ def image_cache(changes):
     )
 
 
+SHORTCUT_METER = (
+    f"{RESULTS}/baseline/shortcut_meter_{{size}}px_{{mask}}_{{intensity}}.json"
+)
 SWEEP_IMAGES = image_cache({})  # the sweep, the split and the baselines
 FINAL_IMAGES = image_cache(config["final"]["overrides"])
+FINAL_SHORTCUT_METER = (
+    f"{RESULTS}/baseline/shortcut_meter_"
+    + Path(FINAL_IMAGES).name.removeprefix("images_").removesuffix(".npz")
+    + ".json"
+)
 
 
 def variant_images(wildcards):

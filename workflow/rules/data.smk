@@ -123,18 +123,24 @@ rule baselines:
 # The shortcut meter: the grey-level baseline refitted on the final model's own input (its
 # cache, after all preprocessing) and scored on the test split and every external set's cache
 # of the same preprocessing: how much of the label the grey levels of what the ViT sees carry.
+# One meter per preprocessing (the report shows the final model's); an ablation variant's is
+# a target of its own: results/baseline/shortcut_meter_{size}px_{mask}_{intensity}.json.
 rule shortcut_meter:
     input:
-        cache=FINAL_IMAGES,
+        cache=IMAGE_CACHE,
         split=rules.split_manifest.output.split,
-        external=expand(f"{EXTERNAL_DIR}/{Path(FINAL_IMAGES).name}", ext=EXTERNAL),
+        external=expand(
+            f"{RESULTS}/external/{{ext}}/{IMAGE_FILE}",
+            ext=EXTERNAL,
+            allow_missing=True,
+        ),
         code=package_files("intensity", "metrics", "external", "neighbours"),
     output:
-        meter=f"{RESULTS}/baseline/shortcut_meter.json",
+        meter=SHORTCUT_METER,
     log:
-        f"{LOGS}/shortcut_meter.log",
+        f"{LOGS}/shortcut_meter_{{size}}px_{{mask}}_{{intensity}}.log",
     benchmark:
-        f"{BENCH}/shortcut_meter.tsv"
+        f"{BENCH}/shortcut_meter_{{size}}px_{{mask}}_{{intensity}}.tsv"
     conda:
         ENV
     params:

@@ -8,7 +8,7 @@ rule report:
         rejects=rules.build_manifest.output.rejects,
         split=rules.split_manifest.output.split,
         baselines=rules.baselines.output.baselines,
-        shortcut_meter=rules.shortcut_meter.output.meter,
+        shortcut_meter=FINAL_SHORTCUT_METER,
         summary=rules.aggregate_sweep.output.summary,
         best=rules.aggregate_sweep.output.best,
         grid=rules.aggregate_sweep.output.figure,
