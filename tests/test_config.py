@@ -69,6 +69,22 @@ BAD_CONFIGS = {
         tiny_config(sweep={"grid": {"image_size": [32, 64]}}),
         "sweep.grid.image_size: preprocessing cannot be swept",
     ),
+    "mask in the sweep grid": (
+        tiny_config(sweep={"grid": {"mask": ["none", "lungs"]}}),
+        "sweep.grid.mask: preprocessing cannot be swept",
+    ),
+    "mask that does not exist": (
+        tiny_config(preprocess={"image_size": 32, "mask": "lung"}),
+        "preprocess.mask: 'lung' is not one of",
+    ),
+    "ablation variant with an intensity that does not exist": (
+        tiny_config(ablation={"variants": {"flat": {"intensity": "flat"}}}),
+        "ablation.variants.flat.intensity: 'flat' is not one of",
+    ),
+    "demo external set of a scanner that does not exist": (
+        tiny_config(evaluation={"external": {"other": "demo:c"}}),
+        "evaluation.external.other: 'demo:c' names no demo scanner",
+    ),
     "final image size below the minimum": (
         tiny_config(final={"overrides": {"image_size": 4}}),
         "final.overrides.image_size: 4 is less than the minimum of 8",

@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 
 from vitct.settings import PRETRAINING_KEYS, SettingError, TrainConfig, ViTConfig
+from vitct.synthetic import SCANNERS
 
 # The preprocess section's keys are model settings too: the final model (or an ablation variant)
 # may see larger, masked or standardised images unlike the sweep's, which follows the section.
@@ -25,6 +26,10 @@ MODEL_KEYS = ({f.name for f in fields(ViTConfig)} | set(PREPROCESS_KEYS)) - {
     "num_classes",
 }
 TRAINING_KEYS = {f.name for f in fields(TrainConfig)}
+
+
+# evaluation.external entries that name the demo generator's scanners instead of a folder.
+DEMO_EXTERNAL = "demo:"
 
 
 class ConfigError(ValueError):
@@ -173,11 +178,19 @@ def check(config: dict, schema: dict | None = None) -> None:
     if config["dataset"]["source"] == "local" and not config["dataset"]["path"]:
         raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
     for name, path in config.get("evaluation", {}).get("external", {}).items():
+        if path.startswith(DEMO_EXTERNAL):
+            if path.removeprefix(DEMO_EXTERNAL) not in SCANNERS:
+                raise ConfigError(
+                    f"evaluation.external.{name}: '{path}' names no demo scanner; choose "
+                    + " or ".join(DEMO_EXTERNAL + s for s in SCANNERS)
+                )
+            continue
         # Before any job: a wrong path would otherwise only fail after training.
         if not Path(path).expanduser().exists():
             raise ConfigError(
                 f"evaluation.external.{name}: '{path}' does not exist; point it at a folder "
-                "(or zip) holding COVID/ and non-COVID/, or remove the entry"
+                f"(or zip) holding COVID/ and non-COVID/ (or {DEMO_EXTERNAL}b, the demo's "
+                "other scanner), or remove the entry"
             )
     known = MODEL_KEYS | TRAINING_KEYS
     variants = config.get("ablation", {}).get("variants", {})

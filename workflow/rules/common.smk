@@ -7,6 +7,7 @@ import yaml
 from snakemake.utils import Paramspace, min_version, validate
 
 from vitct.config import (
+    DEMO_EXTERNAL,
     ConfigError,
     check,
     pretraining_settings,
@@ -323,7 +324,7 @@ def external_files(wildcards):
     """Every file of the set (or the zip itself), so that changing one reruns its steps;
     names with braces cannot be inputs (see braced_local_files)."""
     path = Path(external_path(wildcards)).expanduser()
-    if not path.exists():
+    if not path.exists():  # a demo set (demo:b), generated
         return []
     files = (
         sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -332,13 +333,22 @@ def external_files(wildcards):
 
 
 def external_dataset(wildcards):
-    """The set as a local dataset, expecting no particular counts."""
-    return {
+    """The set as a local dataset, expecting no particular counts; `demo:SCANNER` is the demo
+    generator's other scanner, with other slices (the next generator seed) than the demo's."""
+    path = external_path(wildcards)
+    dataset = {
         "source": "local",
-        "path": external_path(wildcards),
+        "path": path,
         "max_extract_mb": config["dataset"]["max_extract_mb"],
         "expected_counts": None,
     }
+    if path.startswith(DEMO_EXTERNAL):
+        demo = config["dataset"]["demo"]
+        scanner = path.removeprefix(DEMO_EXTERNAL)
+        dataset.update(
+            source="demo", demo={**demo, "seed": demo["seed"] + 1, "scanner": scanner}
+        )
+    return dataset
 
 
 def variant_models(wildcards):
