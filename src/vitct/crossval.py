@@ -23,9 +23,12 @@ from vitct.metrics import (
 HELD_OUT, TEST = "held_out", "test"  # the `part` column of a run's predictions
 
 
+EXTERNAL_PREFIX = "external:"
+
+
 def external_part(name: str) -> str:
     """The `part` of a run's predictions on the external set `name`."""
-    return f"external:{name}"
+    return EXTERNAL_PREFIX + name
 
 
 def run_table(runs: list[dict]) -> pd.DataFrame:
@@ -124,6 +127,18 @@ def headline(predictions: pd.DataFrame, n_resamples: int = 1000, level: float = 
         },
     }
     result.update(ensemble_test(predictions[predictions.part == TEST], n_resamples, level))
+    result["external"] = {}
+    for part in sorted(p for p in predictions.part.unique() if p.startswith(EXTERNAL_PREFIX)):
+        # Every fold model scores the same external images: their mean, and their ensemble.
+        runs = predictions[predictions.part == part]
+        point, samples = resampled_means({part: runs}, n_resamples)[part]
+        ensemble = ensemble_test(runs, n_resamples, level)
+        result["external"][part.removeprefix(EXTERNAL_PREFIX)] = {
+            "cv": point,
+            "cv_ci95": {m: percentile_interval(samples[m], level) for m in BOOTSTRAP_METRICS},
+            "ensemble": ensemble["ensemble_test"],
+            "ensemble_ci95": ensemble["ensemble_test_ci95"],
+        }
     return result
 
 
@@ -139,10 +154,18 @@ def paired_cv_differences(
             raise ValueError(f"ablation variant {name} ran other folds or seeds than the final")
     scored = resampled_means({"final model": final, **variants}, n_resamples)
     base_point, base_samples = scored["final model"]
-    rows = [{"variant": "final model", **{f"cv_{m}": v for m, v in base_point.items()}}]
+
+    def means(point, samples) -> dict:  # each recipe's CV means with their own intervals
+        row = {}
+        for m, v in point.items():
+            low, high = percentile_interval(samples[m], level)
+            row.update({f"cv_{m}": v, f"cv_{m}_low": low, f"cv_{m}_high": high})
+        return row
+
+    rows = [{"variant": "final model", **means(base_point, base_samples)}]
     for name in variants:
         point, samples = scored[name]
-        row = {"variant": name, **{f"cv_{m}": v for m, v in point.items()}}
+        row = {"variant": name, **means(point, samples)}
         for m in ("accuracy", "mcc"):
             low, high = percentile_interval(100 * (base_samples[m] - samples[m]), level)
             row.update(

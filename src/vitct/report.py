@@ -291,6 +291,18 @@ def _cv_rows(cv: dict) -> list[dict]:
     baselines = {
         name: {m: f"{v:.3f}" for m, v in scores.items()} for name, scores in cv["baselines"].items()
     }
+    external = []
+    for name, scored in cv.get("external", {}).items():
+        external += [
+            {
+                "name": f"external set {name}: fold models' mean",
+                **cells(scored["cv"], scored["cv_ci95"]),
+            },
+            {
+                "name": f"external set {name}: ensemble of the fold models",
+                **cells(scored["ensemble"], scored["ensemble_ci95"]),
+            },
+        ]
     return [
         {"name": "cross-validation mean (held-out folds)", **cells(cv["cv"], cv["cv_ci95"])},
         {"name": "locked test: final model", **cells(cv["final_test"], cv["final_test_ci95"])},
@@ -298,6 +310,7 @@ def _cv_rows(cv: dict) -> list[dict]:
             "name": "locked test: ensemble of the fold models",
             **cells(cv["ensemble_test"], cv["ensemble_test_ci95"]),
         },
+        *external,
         {"name": "1-NN on pixels, same folds", **baselines["nearest_neighbour"]},
         {"name": "grey-level histogram, same folds", **baselines["grey_histogram"]},
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitct import step
-from vitct.crossval import HELD_OUT, paired_cv_differences
+from vitct.crossval import EXTERNAL_PREFIX, HELD_OUT, paired_cv_differences
 from vitct.outputs import write_text
 
 
@@ -24,7 +24,7 @@ def main(snakemake):
     final = predictions(snakemake.input.final)
     variants = {name: predictions(paths) for name, paths in by_variant.items()}
     # The held-out folds first (in-source), then every external set the runs were scored on.
-    parts = [HELD_OUT, *sorted(p for p in final.part.unique() if p.startswith("external:"))]
+    parts = [HELD_OUT, *sorted(p for p in final.part.unique() if p.startswith(EXTERNAL_PREFIX))]
     tables = []
     for part in parts:
         table = paired_cv_differences(
