@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 from conftest import table_of_groups
 
-from vitct.crossval import HELD_OUT, TEST, fold_table, headline, paired_cv_differences, run_table
+from vitct.crossval import (
+    HELD_OUT,
+    TEST,
+    external_part,
+    fold_table,
+    headline,
+    paired_cv_differences,
+    run_table,
+)
 from vitct.folds import assign_folds
 
 
@@ -88,3 +96,17 @@ def test_a_variant_run_on_other_folds_is_refused():
     held = held[held.part == HELD_OUT]
     with pytest.raises(ValueError, match="other folds or seeds"):
         paired_cv_differences(held, {"short": held[held.seed == 0]}, n_resamples=10)
+
+
+def test_external_sets_get_the_fold_models_mean_and_their_ensemble_and_paired_rows():
+    predictions = cv_predictions()
+    test = predictions[predictions.part == TEST]
+    # The same runs on an "external" set: the test images again, every answer flipped.
+    external = test.assign(part=external_part("elsewhere"), prob_covid=1 - test.prob_covid)
+    result = headline(pd.concat([predictions, external]), n_resamples=100)
+    scored = result["external"]["elsewhere"]
+    accuracy = result["ensemble_test"]["accuracy"]
+    assert scored["ensemble"]["accuracy"] == pytest.approx(1 - accuracy)
+    low, high = scored["cv_ci95"]["accuracy"]
+    assert low <= scored["cv"]["accuracy"] <= high < 0.5
+    assert headline(predictions, n_resamples=20)["external"] == {}
