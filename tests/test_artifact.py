@@ -25,15 +25,14 @@ from vitct.artifact import (
     read_metadata,
     save_artifact,
 )
-from vitct.familiarity import Familiarity
+from vitct.familiarity import Distance, Familiarity
 from vitct.model import ViT
 from vitct.settings import ViTConfig
 
 PRE = {"image_size": 16, "grey": "PIL convert('L')", "mean": 0.1996, "std": 0.25}
 REFERENCE = Familiarity(
-    mean=np.linspace(-1, 1, 8),
-    precision=np.eye(8) + 0.1,
-    threshold=4.25,
+    features=Distance(np.linspace(-1, 1, 8), np.eye(8) + 0.1, 4.25),
+    grey=Distance(np.full(32, 1 / 32), np.eye(32), 0.5),
     val_flagged_share=0.05,
     train_images=120,
 )
@@ -197,13 +196,18 @@ def _load_flipped(path: Path, original_meta: dict, original_state: dict) -> str:
 def test_the_familiarity_reference_round_trips_apart_from_the_weights(model_file):
     model, meta, reference = load_with_familiarity(model_file)
     assert meta["familiarity"] == REFERENCE.header()
-    np.testing.assert_array_equal(reference.mean, REFERENCE.mean)
-    np.testing.assert_array_equal(reference.precision, REFERENCE.precision)
-    assert reference.threshold == 4.25 and reference.train_images == 120
+    for part in ("features", "grey"):
+        ours, theirs = getattr(reference, part), getattr(REFERENCE, part)
+        np.testing.assert_array_equal(ours.mean, theirs.mean)
+        np.testing.assert_array_equal(ours.precision, theirs.precision)
+        assert ours.threshold == theirs.threshold
+    assert reference.train_images == 120
     assert not any(name.startswith("familiarity") for name in model.state_dict())
 
 
-@pytest.mark.parametrize("tensor", ["familiarity.mean", "familiarity.precision"])
+@pytest.mark.parametrize(
+    "tensor", ["familiarity.mean", "familiarity.precision", "familiarity.grey_precision"]
+)
 def test_a_flipped_bit_in_the_familiarity_reference_is_refused(model_file, tmp_path, tensor):
     data = bytearray(model_file.read_bytes())
     length = struct.unpack("<Q", data[:8])[0]
@@ -228,7 +232,7 @@ def test_a_file_without_a_familiarity_reference_still_loads(tmp_path):
 def test_a_reference_that_does_not_fit_the_model_is_refused(tmp_path):
     torch.manual_seed(0)
     model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
-    wrong = Familiarity(np.zeros(4), np.eye(4), 1.0, 0.05, 10)
+    wrong = Familiarity(Distance(np.zeros(4), np.eye(4), 1.0), None, 0.05, 10)
     save_artifact(tmp_path / "wrong.safetensors", model, preprocessing=PRE, familiarity=wrong)
     with pytest.raises(ArtifactError, match="does not fit the model's 8 features"):
         load_with_familiarity(tmp_path / "wrong.safetensors")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vitct.familiarity import Familiarity, fit, flagged_share, score_and_flag
+from vitct.familiarity import Distance, Familiarity, fit, flagged_share, score_and_flag
 from vitct.inference import predict_with_features
 from vitct.model import ViT
 from vitct.settings import ViTConfig
@@ -55,14 +55,32 @@ def test_a_toy_models_features_tell_another_scanner_apart():
 
 
 def test_the_score_is_the_mahalanobis_distance():
-    reference = Familiarity(np.zeros(2), np.diag([1.0, 0.25]), 1.5, 0.05, 10)
-    np.testing.assert_allclose(reference.score(np.array([[3.0, 0.0], [0.0, 4.0]])), [3.0, 2.0])
+    reference = Familiarity(Distance(np.zeros(2), np.diag([1.0, 0.25]), 1.5), None, 0.05, 10)
+    scores = reference.score(np.array([[3.0, 0.0], [0.0, 4.0]]))
+    np.testing.assert_allclose(scores, np.array([3.0, 2.0]) / 1.5)  # distance over threshold
 
 
 def test_unscored_images_have_no_flag_and_no_reference_flags_nothing():
-    reference = Familiarity(np.zeros(2), np.eye(2), 1.0, 0.05, 10)
+    reference = Familiarity(Distance(np.zeros(2), np.eye(2), 1.0), None, 0.05, 10)
     flags = reference.flags(np.array([0.5, np.nan, 2.0]))
     assert flags.dtype == "boolean" and flags.tolist() == [False, pd.NA, True]
     assert flagged_share(flags) == 0.5
     scores, none = score_and_flag(None, np.zeros((3, 2)))
     assert np.isnan(scores).all() and none.isna().all() and flagged_share(none) is None
+
+
+def test_grey_levels_flag_what_the_features_miss_and_both_flag_about_5_percent():
+    # Another source whose features look like the training images' (a mask and per-image
+    # standardisation make them alike) but whose grey levels as decoded do not.
+    rng = np.random.default_rng(3)
+    train_f, val_f, other_f = gaussian(800, 0), gaussian(800, 1), gaussian(400, 2)
+    grey = lambda n, shift: rng.dirichlet(np.full(32, 20.0), n) + shift  # noqa: E731
+    train_g, val_g = grey(800, 0), grey(800, 0)
+    other_g = grey(400, 0) + np.r_[np.full(16, 0.01), np.full(16, -0.01)]
+    features_only = fit(train_f, val_f)
+    both = fit(train_f, val_f, train_g, val_g)
+    assert 0.03 <= both.val_flagged_share <= 0.07
+    assert flagged_share(features_only.flags(features_only.score(other_f))) < 0.1
+    assert flagged_share(both.flags(both.score(other_f, other_g))) > 0.8
+    with pytest.raises(ValueError, match="grey histograms"):
+        both.score(other_f)

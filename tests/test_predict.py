@@ -28,7 +28,7 @@ from PIL import Image
 from vitct import cli
 from vitct.artifact import ArtifactError, save_artifact
 from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS, load_grey, normalise
-from vitct.familiarity import Familiarity
+from vitct.familiarity import Distance, Familiarity
 from vitct.model import ViT
 from vitct.predict import COLUMNS, DemoModelWarning, NoFamiliarityWarning, load_model
 from vitct.settings import ViTConfig
@@ -37,7 +37,7 @@ from vitct.settings import ViTConfig
 def reference(threshold: float) -> Familiarity:
     """A familiarity reference for the tiny model's 8 features: a huge threshold flags nothing,
     zero flags every image."""
-    return Familiarity(np.zeros(8), np.eye(8), threshold, 0.05, 100)
+    return Familiarity(Distance(np.zeros(8), np.eye(8), threshold), None, 0.05, 100)
 
 
 @pytest.fixture(scope="module")

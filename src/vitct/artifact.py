@@ -161,7 +161,10 @@ def _familiarity(path, meta: dict, tensors: dict, dim: int) -> Familiarity | Non
         raise ArtifactError(
             f"'{path}' has an incomplete familiarity reference ({e}); retrain."
         ) from None
-    if reference.mean.shape != (dim,) or reference.precision.shape != (dim, dim):
+    shapes = [(reference.features, dim)]
+    if reference.grey is not None:
+        shapes.append((reference.grey, len(reference.grey.mean)))
+    if any(p.mean.shape != (n,) or p.precision.shape != (n, n) for p, n in shapes):
         raise ArtifactError(
             f"'{path}' familiarity reference does not fit the model's {dim} features; retrain."
         )

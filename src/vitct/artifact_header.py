@@ -90,6 +90,7 @@ HEADER_SCHEMA = {
             "properties": {
                 "method": {"type": "string"},
                 "threshold": {"type": "number", "minimum": 0},
+                "grey_threshold": {"type": "number", "exclusiveMinimum": 0},
                 "val_flagged_share": {"type": "number", "minimum": 0, "maximum": 1},
                 "train_images": _POSITIVE,
             },
@@ -108,9 +109,10 @@ def header_problem(meta: dict) -> str | None:
     for key in ("mean", "std"):
         if not math.isfinite(pre[key]):  # JSON as Python reads it allows NaN and Infinity
             return f"preprocessing.{key}: {pre[key]} is not a finite number"
-    threshold = meta.get("familiarity", {}).get("threshold", 0.0)
-    if not math.isfinite(threshold):
-        return f"familiarity.threshold: {threshold} is not a finite number"
+    for key in ("threshold", "grey_threshold"):
+        threshold = meta.get("familiarity", {}).get(key, 0.0)
+        if not math.isfinite(threshold):
+            return f"familiarity.{key}: {threshold} is not a finite number"
     if pre["image_size"] != meta["model_config"]["image_size"]:
         return (
             f"preprocessing.image_size {pre['image_size']} differs from the model's "

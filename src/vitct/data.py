@@ -105,6 +105,16 @@ def load_grey(source, image_size: int, mask: str = "none", intensity: str = "raw
     return model_input(open_grey(source), image_size, mask, intensity)
 
 
+def load_input(source, image_size: int, mask: str = "none", intensity: str = "raw"):
+    """As load_grey, plus the histogram of the slice's grey levels as decoded (what the
+    familiarity reference compares, vitct.familiarity): (input, histogram)."""
+    from vitct.intensity import grey_histograms  # here: intensity imports this module
+
+    grey = open_grey(source)
+    histogram = grey_histograms([np.asarray(grey)])[0]
+    return model_input(grey, image_size, mask, intensity), histogram
+
+
 def save_cache(path: str | Path, arrays: dict) -> None:
     """Arrays in one uncompressed .npz (fast to load)."""
     from vitct.outputs import write_output
@@ -151,6 +161,8 @@ def load_splits(cache: str | Path | dict, split_path: str | Path, fold: int | No
         out[f"{split}_x"] = cache["x"][rows]
         out[f"{split}_y"] = cache["y"][rows]
         out[f"{split}_paths"] = cache["paths"][rows]
+        if "histograms" in cache:  # the grey levels as decoded (preprocess)
+            out[f"{split}_grey"] = cache["histograms"][rows]
     train = out["train_x"].astype(np.float64) / 255.0
     out["mean"], out["std"] = float(train.mean()), float(train.std())
     return out

@@ -2,16 +2,20 @@
 
 A model trained on one hospital's slices still gives a confident-looking probability for a
 slice from elsewhere (a figure from a paper, another scanner), where its accuracy is a coin's.
-The score says how far an image lies from what the model was trained on, in the model's own
-terms: the Mahalanobis distance of its pooled feature vector (`ViT.features`, what the head
-reads) to the training images' features, with their class-independent mean and a Ledoit-Wolf
-shrunk covariance (a few hundred images cannot pin down a full D x D covariance; shrinkage keeps
-its inverse stable). The threshold is the 95th percentile of the validation images' scores, so
-about 5% of in-source images are flagged: a flag means "unlike the training source", not
-"wrong".
-
-A grey-level statistic (histogram distance) is left out: the features already see intensity,
-and one score with one threshold is easier to read than a combination.
+Two distances say how far an image lies from what the model was trained on, each a Mahalanobis
+distance to the training images with their class-independent mean and a Ledoit-Wolf shrunk
+covariance (a few hundred images cannot pin down a full covariance; shrinkage keeps its inverse
+stable):
+- in the model's own terms: its pooled feature vector (`ViT.features`, what the head reads);
+- in the slice's grey levels as decoded, before any mask or standardisation: its 32-band
+  histogram at native resolution (vitct.intensity.grey_histograms). A mask and per-image
+  standardisation make slices of every source look alike to the model (on the real data its
+  features flag under a tenth of another source's slices), while the source still shows in
+  the grey levels it arrived with.
+Each distance is divided by its threshold, a quantile of the validation images' distances, and
+`ood_score` is the larger of the two: above 1 the image is flagged. The quantiles are chosen so
+that about 5% of in-source images are flagged in all: a flag means "unlike the training
+source", not "wrong".
 """
 
 from __future__ import annotations
@@ -21,73 +25,125 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-METHOD = "mahalanobis, pooled features, Ledoit-Wolf covariance"
-QUANTILE = 0.95  # of the validation scores: about 5% of in-source images flagged
+METHOD = "mahalanobis, pooled features and grey-level histograms, Ledoit-Wolf covariance"
+QUANTILE = 0.95  # of the validation scores, with one distance: about 5% flagged
+QUANTILE_OF_TWO = 0.975  # each, with both: about 5% flagged by either
 TENSOR_PREFIX = "familiarity."  # its tensors in a model file, apart from the model's weights
 
 
 @dataclass
-class Familiarity:
-    """The training images' feature distribution and the threshold above which an image is
-    called unfamiliar."""
+class Distance:
+    """A Mahalanobis distance to the training images' mean, and the threshold it is divided by."""
 
     mean: np.ndarray  # (D,)
     precision: np.ndarray  # (D, D), the inverse of the shrunk covariance
     threshold: float
+
+    @classmethod
+    def fit(cls, train: np.ndarray, val: np.ndarray, quantile: float) -> Distance:
+        from sklearn.covariance import LedoitWolf  # imported here: predicting never fits
+
+        lw = LedoitWolf().fit(np.asarray(train, dtype=np.float64))
+        distance = cls(lw.location_, lw.precision_, 1.0)
+        distance.threshold = float(np.quantile(distance.of(val), quantile)) or 1.0
+        return distance
+
+    def of(self, rows: np.ndarray) -> np.ndarray:
+        diff = np.asarray(rows, dtype=np.float64) - self.mean
+        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", diff, self.precision, diff), 0.0))
+
+
+@dataclass
+class Familiarity:
+    """The training images' feature (and grey-level) distribution; an image whose ood score is
+    above 1 is called unfamiliar."""
+
+    features: Distance
+    grey: Distance | None  # None in files from before the grey-level distance
     val_flagged_share: float
     train_images: int
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance of each (N, D) feature row to the training mean."""
-        diff = np.asarray(features, dtype=np.float64) - self.mean
-        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", diff, self.precision, diff), 0.0))
+    def score(self, features: np.ndarray, grey: np.ndarray | None = None) -> np.ndarray:
+        """Each image's largest distance over its threshold (`grey`: (N, bins) histograms of the
+        decoded slices, needed when the reference has a grey-level part)."""
+        score = self.features.of(features) / self.features.threshold
+        if self.grey is not None:
+            if grey is None:
+                raise ValueError("this familiarity reference needs the images' grey histograms")
+            score = np.maximum(score, self.grey.of(grey) / self.grey.threshold)
+        return score
 
-    def flags(self, scores: np.ndarray) -> pd.Series:
-        """True above the threshold; missing (<NA>) where an image has no score."""
+    @staticmethod
+    def flags(scores: np.ndarray) -> pd.Series:
+        """True above 1; missing (<NA>) where an image has no score."""
         scores = np.asarray(scores, dtype=float)
-        return pd.Series(scores > self.threshold, dtype="boolean").mask(np.isnan(scores))
+        return pd.Series(scores > 1.0, dtype="boolean").mask(np.isnan(scores))
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {f"{TENSOR_PREFIX}mean": self.mean, f"{TENSOR_PREFIX}precision": self.precision}
+        parts = {"": self.features, "grey_": self.grey}
+        out = {}
+        for prefix, part in parts.items():
+            if part is not None:
+                out[f"{TENSOR_PREFIX}{prefix}mean"] = part.mean
+                out[f"{TENSOR_PREFIX}{prefix}precision"] = part.precision
+        return out
 
     def header(self) -> dict:
-        return {
+        header = {
             "method": METHOD,
-            "threshold": self.threshold,
+            "threshold": self.features.threshold,
             "val_flagged_share": self.val_flagged_share,
             "train_images": self.train_images,
         }
+        if self.grey is not None:
+            header["grey_threshold"] = self.grey.threshold
+        return header
 
     @classmethod
     def from_parts(cls, header: dict, tensors: dict[str, np.ndarray]) -> Familiarity:
         """From a model file's `familiarity` header and its familiarity.* tensors."""
+
+        def part(prefix: str, threshold: float) -> Distance:
+            return Distance(
+                np.asarray(tensors[f"{TENSOR_PREFIX}{prefix}mean"], dtype=np.float64),
+                np.asarray(tensors[f"{TENSOR_PREFIX}{prefix}precision"], dtype=np.float64),
+                float(threshold),
+            )
+
+        grey = part("grey_", header["grey_threshold"]) if "grey_threshold" in header else None
         return cls(
-            mean=np.asarray(tensors[f"{TENSOR_PREFIX}mean"], dtype=np.float64),
-            precision=np.asarray(tensors[f"{TENSOR_PREFIX}precision"], dtype=np.float64),
-            threshold=float(header["threshold"]),
+            features=part("", header["threshold"]),
+            grey=grey,
             val_flagged_share=float(header["val_flagged_share"]),
             train_images=int(header["train_images"]),
         )
 
 
-def fit(train_features: np.ndarray, val_features: np.ndarray) -> Familiarity:
-    """Reference from the training images' features, threshold from the validation images'."""
-    from sklearn.covariance import LedoitWolf  # imported here: predicting never fits
-
-    train = np.asarray(train_features, dtype=np.float64)
-    lw = LedoitWolf().fit(train)
-    reference = Familiarity(lw.location_, lw.precision_, 0.0, 0.0, len(train))
-    val_scores = reference.score(val_features)
-    reference.threshold = float(np.quantile(val_scores, QUANTILE))
-    reference.val_flagged_share = float((val_scores > reference.threshold).mean())
+def fit(
+    train_features: np.ndarray,
+    val_features: np.ndarray,
+    train_grey: np.ndarray | None = None,
+    val_grey: np.ndarray | None = None,
+) -> Familiarity:
+    """Reference from the training images, thresholds from the validation images."""
+    both = train_grey is not None
+    quantile = QUANTILE_OF_TWO if both else QUANTILE
+    reference = Familiarity(
+        Distance.fit(train_features, val_features, quantile),
+        Distance.fit(train_grey, val_grey, quantile) if both else None,
+        0.0,
+        len(train_features),
+    )
+    flags = reference.flags(reference.score(val_features, val_grey))
+    reference.val_flagged_share = float(flags.mean())
     return reference
 
 
-def score_and_flag(reference: Familiarity | None, features: np.ndarray):
+def score_and_flag(reference: Familiarity | None, features: np.ndarray, grey=None):
     """(ood_score, unfamiliar) columns for scored images: NaN and <NA> without a reference."""
     if reference is None:
         return np.full(len(features), np.nan), pd.Series(pd.NA, range(len(features)), "boolean")
-    scores = reference.score(features)
+    scores = reference.score(features, grey)
     return scores, reference.flags(scores)
 
 

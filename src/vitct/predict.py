@@ -3,7 +3,7 @@
     from vitct.predict import load_model
     table = load_model("results/final/model.safetensors").predict(["scan.png", "scans/"])
 
-Every image goes through `load_grey` (the decoding that preprocessing used) and `predict_proba`
+Every image goes through `load_input` (the decoding that preprocessing used) and `predict_proba`
 (what evaluation used) with the artifact's own image size, mean and std, so an image gets exactly
 the probability that evaluation reported for it. An input that cannot be classified gets a
 message in the `error` column and the others are still classified. The same forward pass gives
@@ -28,9 +28,10 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from vitct.artifact import load_with_familiarity
-from vitct.data import CLASS_NAMES, ImagePolicyError, load_grey
+from vitct.data import CLASS_NAMES, ImagePolicyError, load_input
 from vitct.familiarity import Familiarity
 from vitct.inference import predict_with_features
+from vitct.intensity import HISTOGRAM_BINS
 from vitct.outputs import write_text
 
 MAX_DOWNLOAD_BYTES = 64 * 2**20  # a CT slice PNG is well under 1 MiB
@@ -79,11 +80,13 @@ class Predictor:
         """
         if isinstance(images, str | Path | Image.Image | np.ndarray):
             images = [images]
-        names, arrays, errors = [], [], []
+        names, arrays, greys, errors = [], [], [], []
         for name, item in _expand(images):
             names.append(name)
             try:
-                arrays.append(self._decode(item))
+                array, grey = self._decode(item)
+                arrays.append(array)
+                greys.append(grey)
                 errors.append("")
             except InputError as e:
                 errors.append(str(e))
@@ -93,7 +96,8 @@ class Predictor:
         prob, ood_score = np.full(len(names), np.nan), np.full(len(names), np.nan)
         prob[ok], features = predict_with_features(self.model, batch, self.mean, self.std)
         if self.familiarity is not None:
-            ood_score[ok] = self.familiarity.score(features)
+            grey = np.stack(greys) if greys else np.zeros((0, HISTOGRAM_BINS))
+            ood_score[ok] = self.familiarity.score(features, grey)
         predicted = np.where(ok, np.asarray(CLASS_NAMES)[(prob >= 0.5).astype(int)], "")
         table = pd.DataFrame(
             {"path": names, "predicted": predicted, "prob_covid": prob, "error": errors},
@@ -107,9 +111,9 @@ class Predictor:
             self._write_attention(batch, table[ok], Path(attention_dir))
         return table
 
-    def _decode(self, item) -> np.ndarray:
+    def _decode(self, item) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return load_grey(self._source(item), self.image_size, self.mask, self.intensity)
+            return load_input(self._source(item), self.image_size, self.mask, self.intensity)
         except InputError:
             raise
         except FileNotFoundError:
@@ -126,7 +130,7 @@ class Predictor:
             raise InputError(f"cannot decode: {type(e).__name__}: {e}") from None
 
     def _source(self, item):
-        """What load_grey opens: a path, or a file object for URLs and in-memory images."""
+        """What load_input opens: a path, or a file object for URLs and in-memory images."""
         if isinstance(item, InputError):
             raise item
         if isinstance(item, np.ndarray):
@@ -136,7 +140,7 @@ class Predictor:
                 raise InputError(f"array is not an image (shape {item.shape}): {e}") from None
         if isinstance(item, Image.Image):
             # A lossless re-encoding keeps every mode (RGBA, I;16, F...) as it is, so an in-memory
-            # image takes the very same path through load_grey as a file does.
+            # image takes the very same path through load_input as a file does.
             buf = io.BytesIO()
             item.save(buf, format="TIFF")
             buf.seek(0)

@@ -45,7 +45,7 @@ rule preprocess:
     input:
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
-        code=package_files("data", "model_input", "neighbours"),
+        code=package_files("data", "model_input", "neighbours", "intensity"),
     output:
         cache=IMAGE_CACHE,
     log:

@@ -23,7 +23,7 @@ def main(snakemake):
     cache = load_splits(images, snakemake.input.split)
     pre = meta["preprocessing"]
     prob, features = predict_with_features(model, cache["test_x"], pre["mean"], pre["std"])
-    ood_score, unfamiliar = score_and_flag(familiarity, features)
+    ood_score, unfamiliar = score_and_flag(familiarity, features, cache.get("test_grey"))
     y = cache["test_y"]
     # Besides all test images, the test images with no near-identical seen slice: what the
     # model does with a slice it has not, in effect, seen before.

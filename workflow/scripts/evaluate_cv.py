@@ -29,20 +29,22 @@ def main(snakemake):
     train = json.loads(Path(snakemake.input.train_metrics).read_text())
     metrics = {"fold": fold, "seed": seed, "best_epoch": train["best_epoch"], "flagged_share": {}}
     scored = [
-        (part, cache[f"{split}_x"], cache[f"{split}_y"], cache[f"{split}_paths"])
+        (part, *(cache.get(f"{split}_{k}") for k in ("x", "y", "paths", "grey")))
         for part, split in ((HELD_OUT, "val"), (TEST, "test"))
     ]
-    groups = [[group_of[p] for p in paths] for *_, paths in scored]
+    groups = [[group_of[p] for p in paths] for _, _, _, paths, _ in scored]
     for name, path in zip(snakemake.params.external, snakemake.input.external, strict=True):
         ext = load_cache(path)  # scored as it is, never trained on
-        scored.append((external_part(name), ext["x"], ext["y"], ext["paths"]))
+        scored.append(
+            (external_part(name), ext["x"], ext["y"], ext["paths"], ext.get("histograms"))
+        )
         groups.append(external_groups(ext, snakemake.params.threshold))
     parts = []
-    for (part, x, y, paths), group in zip(scored, groups, strict=True):
+    for (part, x, y, paths, grey), group in zip(scored, groups, strict=True):
         prob, features = predict_with_features(model, x, pre["mean"], pre["std"])
         metrics[part] = binary_metrics(y, prob)
         # the held-out fold is the one the threshold came from: about 5% there by design
-        unfamiliar = score_and_flag(familiarity, features)[1]
+        unfamiliar = score_and_flag(familiarity, features, grey)[1]
         metrics["flagged_share"][part] = flagged_share(unfamiliar)
         parts.append(
             pd.DataFrame(

@@ -25,7 +25,7 @@ def model_probabilities(model_path, cache: dict):
     model, meta, familiarity = load_with_familiarity(model_path)
     pre = meta["preprocessing"]
     prob, features = predict_with_features(model, cache["x"], pre["mean"], pre["std"])
-    return (prob, *score_and_flag(familiarity, features))
+    return (prob, *score_and_flag(familiarity, features, cache.get("histograms")))
 
 
 def main(snakemake):

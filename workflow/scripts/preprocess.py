@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from vitct import step
 from vitct.data import open_grey, save_cache, square
+from vitct.intensity import grey_histograms
 from vitct.model_input import model_input
 from vitct.neighbours import THUMBNAIL_SIZE
 
@@ -19,13 +20,15 @@ def main(snakemake):
     root = Path(json.loads(Path(snakemake.input.receipt).read_text())["root"])
     manifest = pd.read_csv(snakemake.input.manifest, sep="\t", keep_default_na=False)
     size, mask, intensity = (snakemake.params[k] for k in ("image_size", "mask", "intensity"))
-    images, thumbnails = [], []
+    images, thumbnails, histograms = [], [], []
     for path in tqdm(manifest.path, desc="preprocess", mininterval=5):
         grey = open_grey(root / path)
         images.append(model_input(grey, size, mask, intensity))
         # The thumbnails (near-duplicate search, 1-NN baseline) are of the whole slice, so the
         # split is the same whatever mask or intensity the model's input has.
         thumbnails.append(square(grey, THUMBNAIL_SIZE))
+        # and the grey levels as decoded, for the familiarity reference (vitct.familiarity)
+        histograms.append(grey_histograms([np.asarray(grey)])[0])  # as data.load_input
     save_cache(
         snakemake.output.cache,
         {
@@ -33,6 +36,7 @@ def main(snakemake):
             "y": manifest.label.to_numpy(dtype=np.int64),
             "paths": manifest.path.to_numpy(dtype=str),
             "thumbnails": np.stack(thumbnails),
+            "histograms": np.stack(histograms),
         },
     )
     logging.info(

@@ -97,7 +97,7 @@ def familiarity_reference(model, cache: dict) -> Familiarity:
     mean, std = float(cache["mean"]), float(cache["std"])
     _, train = predict_with_features(model, cache["train_x"], mean, std, bf16=False)
     _, val = predict_with_features(model, cache["val_x"], mean, std, bf16=False)
-    return fit_familiarity(train, val)
+    return fit_familiarity(train, val, cache.get("train_grey"), cache.get("val_grey"))
 
 
 step.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
