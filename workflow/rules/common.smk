@@ -334,7 +334,8 @@ def external_files(wildcards):
 
 def external_dataset(wildcards):
     """The set as a local dataset, expecting no particular counts; `demo:SCANNER` is the demo
-    generator's other scanner, with other slices (the next generator seed) than the demo's."""
+    generator's other scanner, with other slices (the next generator seed) than the demo's.
+    """
     path = external_path(wildcards)
     dataset = {
         "source": "local",
