@@ -16,7 +16,6 @@ from pathlib import Path
 import jsonschema
 
 from vitct.settings import PRETRAINING_KEYS, SettingError, TrainConfig, ViTConfig
-from vitct.synthetic import SCANNERS
 
 # The preprocess section's keys are model settings too: the final model (or an ablation variant)
 # may see larger, masked or standardised images unlike the sweep's, which follows the section.
@@ -179,6 +178,8 @@ def check(config: dict, schema: dict | None = None) -> None:
         raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
     for name, path in config.get("evaluation", {}).get("external", {}).items():
         if path.startswith(DEMO_EXTERNAL):
+            from vitct.synthetic import SCANNERS  # here: it loads the image code
+
             if path.removeprefix(DEMO_EXTERNAL) not in SCANNERS:
                 raise ConfigError(
                     f"evaluation.external.{name}: '{path}' names no demo scanner; choose "

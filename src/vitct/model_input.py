@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
-from skimage.filters import threshold_otsu
-from skimage.morphology import convex_hull_image, disk
 
 MASKS = ("none", "body", "lungs")
 INTENSITIES = ("raw", "standardise", "equalise")
@@ -38,6 +35,10 @@ def body_mask(grey: np.ndarray) -> np.ndarray:
     out). The hull keeps the lungs inside it even where the image is cropped so tightly that
     they touch its edge and cut the tissue into pieces, and leaves out the air and background
     around the body."""
+    from scipy import ndimage  # here, as in lung_mask: the Snakefile imports this module's names
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import convex_hull_image
+
     if grey.min() == grey.max():  # a blank image: nothing to tell the body from
         return np.ones(grey.shape, bool)
     bright = grey > threshold_otsu(grey)
@@ -51,6 +52,10 @@ def body_mask(grey: np.ndarray) -> np.ndarray:
 def lung_mask(grey: np.ndarray, body: np.ndarray) -> np.ndarray:
     """The lungs: dark components inside the body, closed and filled, so that vessels and
     lesions (brighter than aerated lung) inside them are kept; the body when none is found."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import disk
+
     inside = grey[body]
     if inside.size == 0 or inside.min() == inside.max():
         return body

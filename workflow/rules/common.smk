@@ -195,14 +195,19 @@ wildcard_constraints:
     intensity="|".join(INTENSITIES),
 
 
-def image_cache(changes):
-    """The preprocessed images for a run with these changes: one cache per preprocessing, so a
-    final model (or ablation variant) may see larger, masked or standardised images unlike the
-    sweep's."""
+def preprocessing(changes):
+    """The wildcards of the images a run with these changes sees."""
     model = run_settings(config, changes)[0]
-    return IMAGE_CACHE.format(
+    return dict(
         size=model["image_size"], mask=model["mask"], intensity=model["intensity"]
     )
+
+
+def image_cache(changes, folder=f"{RESULTS}/data"):
+    """The preprocessed images for a run with these changes (in `folder`: an external set's
+    own): one cache per preprocessing, so a final model (or ablation variant) may see larger,
+    masked or standardised images unlike the sweep's."""
+    return f"{folder}/{IMAGE_FILE.format(**preprocessing(changes))}"
 
 
 SHORTCUT_METER = (
@@ -210,10 +215,8 @@ SHORTCUT_METER = (
 )
 SWEEP_IMAGES = image_cache({})  # the sweep, the split and the baselines
 FINAL_IMAGES = image_cache(config["final"]["overrides"])
-FINAL_SHORTCUT_METER = (
-    f"{RESULTS}/baseline/shortcut_meter_"
-    + Path(FINAL_IMAGES).name.removeprefix("images_").removesuffix(".npz")
-    + ".json"
+FINAL_SHORTCUT_METER = SHORTCUT_METER.format(
+    **preprocessing(config["final"]["overrides"])
 )
 
 
@@ -304,8 +307,7 @@ EXTERNAL_DIR = f"{RESULTS}/external/{{ext}}"
 
 def external_images(changes):
     """Every external set's images preprocessed as a run with these changes sees them."""
-    name = Path(image_cache(changes)).name
-    return [f"{RESULTS}/external/{ext}/{name}" for ext in EXTERNAL]
+    return [image_cache(changes, f"{RESULTS}/external/{ext}") for ext in EXTERNAL]
 
 
 def cv_external_images(wildcards):
@@ -358,9 +360,9 @@ def variant_models(wildcards):
 
 def variant_external_images(wildcards):
     """Each variant's external images, preprocessed as that variant's input."""
+    folder = f"{RESULTS}/external/{wildcards.ext}"
     return [
-        f"{RESULTS}/external/{wildcards.ext}/"
-        + Path(image_cache({**config["final"]["overrides"], **v})).name
+        image_cache({**config["final"]["overrides"], **v}, folder)
         for v in VARIANTS.values()
     ]
 
