@@ -59,6 +59,15 @@ def test_the_headline_is_the_mean_over_runs_with_an_interval_around_it():
     assert result["ensemble_test"]["n"] == predictions[predictions.part == TEST].path.nunique()
 
 
+def test_one_seed_leaves_the_seed_spread_null_and_the_headline_valid_json():
+    import json
+
+    result = headline(cv_predictions(seeds=(0,)), n_resamples=50)
+    assert set(result["seed_sd"].values()) == {None}
+    assert result["fold_sd"]["accuracy"] > 0
+    json.dumps(result, allow_nan=False)  # NaN is not JSON: strict readers refuse it
+
+
 def test_run_and_fold_tables_have_a_row_per_run_and_per_fold():
     predictions = cv_predictions()
     runs = []

@@ -117,12 +117,13 @@ def headline(predictions: pd.DataFrame, n_resamples: int = 1000, level: float = 
         "groups": int(held.near_duplicate_group.nunique()),
         "cv": point,
         "cv_ci95": {m: percentile_interval(samples[m], level) for m in BOOTSTRAP_METRICS},
+        # null, not NaN (which is not JSON), where one seed or one run leaves no spread
         "seed_sd": {
-            m: float(seed_means[m].std(ddof=1)) if len(seed_means) > 1 else float("nan")
+            m: float(seed_means[m].std(ddof=1)) if len(seed_means) > 1 else None
             for m in BOOTSTRAP_METRICS
         },
         "fold_sd": {
-            m: float(per_run[m].std(ddof=1)) if len(per_run) > 1 else float("nan")
+            m: float(per_run[m].std(ddof=1)) if len(per_run) > 1 else None
             for m in BOOTSTRAP_METRICS
         },
     }

@@ -31,14 +31,14 @@ def main(snakemake):
     write_text(snakemake.output.headline, json.dumps(result, indent=2, sort_keys=True))
     plot_cv_runs(runs, result, snakemake.output.figure, final["accuracy"])
     logging.info(
-        "CV accuracy %.4f [%.4f, %.4f] over %d folds x %d seeds (seed sd %.4f); locked test "
+        "CV accuracy %.4f [%.4f, %.4f] over %d folds x %d seeds (seed sd %s); locked test "
         "%.4f (final model), %.4f (ensemble of fold models)",
         result["cv"]["accuracy"],
         low,
         high,
         result["folds"],
         len(result["seeds"]),
-        result["seed_sd"]["accuracy"],
+        "n/a" if (sd := result["seed_sd"]["accuracy"]) is None else f"{sd:.4f}",
         final["accuracy"],
         result["ensemble_test"]["accuracy"],
     )
