@@ -160,6 +160,8 @@ SHIPPED_COMMANDS = [
     ["real-cpu.yaml", "real-cpu-128px.yaml"],
     ["real-cpu.yaml", "real-cpu-levers.yaml"],
     ["real-cpu.yaml", "real-cpu-128px.yaml", "real-cpu-128px-levers.yaml"],
+    ["real-cpu.yaml", "real-cpu-source.yaml"],
+    ["real-cpu.yaml", "real-cpu-switches.yaml"],
 ]
 
 
