@@ -100,13 +100,20 @@ def bootstrap_intervals(
     return {m: percentile_interval(v, level) for m, v in samples.items() if v}
 
 
+def interval_fields(y, prob, groups, bootstrap: int) -> dict:
+    """The ci95 fields of a metrics file: cluster-bootstrap intervals over `groups` (one
+    patient's neighbouring slices are not independent), none when bootstrap is 0."""
+    if not bootstrap:
+        return {}
+    return {
+        "ci95": bootstrap_intervals(y, prob, bootstrap, groups=groups),
+        "ci95_resamples": "near-duplicate groups (cluster bootstrap)",
+    }
+
+
 def score(y, prob, groups, bootstrap: int) -> dict:
     """Metrics with cluster-bootstrap intervals over `groups` (none when bootstrap is 0)."""
-    metrics = binary_metrics(y, prob)
-    if bootstrap:
-        metrics["ci95"] = bootstrap_intervals(y, prob, bootstrap, groups=groups)
-        metrics["ci95_resamples"] = "near-duplicate groups (cluster bootstrap)"
-    return metrics
+    return {**binary_metrics(y, prob), **interval_fields(y, prob, groups, bootstrap)}
 
 
 def percentile_interval(samples, level: float = 0.95) -> list[float]:

@@ -12,7 +12,7 @@ from vitct.data import load_cache, load_splits
 from vitct.familiarity import flagged_share, score_and_flag
 from vitct.figures import plot_confusion, plot_roc
 from vitct.inference import predict_with_features
-from vitct.metrics import bootstrap_intervals, prediction_table
+from vitct.metrics import interval_fields, prediction_table
 from vitct.neighbours import nearest_seen, score_test_subsets
 from vitct.outputs import write_text
 
@@ -34,9 +34,7 @@ def main(snakemake):
     # Intervals resample whole near-duplicate groups: one patient's slices are not independent.
     group_of = dict(zip(table.path, table.near_duplicate_group, strict=True))
     groups = np.array([group_of[p] for p in cache["test_paths"]])
-    if snakemake.params.bootstrap:
-        metrics["ci95"] = bootstrap_intervals(y, prob, snakemake.params.bootstrap, groups=groups)
-        metrics["ci95_resamples"] = "near-duplicate groups (cluster bootstrap)"
+    metrics.update(interval_fields(y, prob, groups, snakemake.params.bootstrap))
     # Share of in-source test images called unfamiliar: about 5% by the reference's design.
     metrics["flagged_share"] = flagged_share(unfamiliar)
     metrics["data"] = meta["data"]
