@@ -121,9 +121,9 @@ SCHEMA_CASES = {
         lambda meta: meta["model_config"].update(heads=3),
         "model_config: heads 3 does not divide embed_dim 8",
     ),
-    "familiarity threshold below zero": (
-        lambda meta: meta["familiarity"].update(threshold=-1),
-        "familiarity.threshold: -1 is less than the minimum of 0",
+    "familiarity threshold of zero (every score is divided by it)": (
+        lambda meta: meta["familiarity"].update(threshold=0),
+        "familiarity.threshold: 0 is less than or equal to the minimum of 0",
     ),
     "familiarity without its size": (
         lambda meta: meta["familiarity"].pop("train_images"),

@@ -36,7 +36,7 @@ from vitct.settings import ViTConfig
 
 def reference(threshold: float) -> Familiarity:
     """A familiarity reference for the tiny model's 8 features: a huge threshold flags nothing,
-    zero flags every image."""
+    a tiny one every image."""
     return Familiarity(Distance(np.zeros(8), np.eye(8), threshold), None, 0.05, 100)
 
 
@@ -425,7 +425,7 @@ def test_cli_names_the_flagged_images_on_stderr(tmp_path, capsys):
     torch.manual_seed(0)
     model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
     path = tmp_path / "strict.safetensors"
-    save_artifact(path, model, {"image_size": 16, "mean": 0.4, "std": 0.2}, reference(0.0))
+    save_artifact(path, model, {"image_size": 16, "mean": 0.4, "std": 0.2}, reference(1e-9))
     scans = [noise_png(tmp_path / f"scan{k}.png", seed=k) for k in range(5)]
     out = tmp_path / "out.csv"
     assert cli.main(["predict", str(path), *map(str, scans), "-o", str(out)]) == 0

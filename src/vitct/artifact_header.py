@@ -89,7 +89,8 @@ HEADER_SCHEMA = {
             "required": ["method", "threshold", "val_flagged_share", "train_images"],
             "properties": {
                 "method": {"type": "string"},
-                "threshold": {"type": "number", "minimum": 0},
+                # above zero: every score is divided by its threshold
+                "threshold": {"type": "number", "exclusiveMinimum": 0},
                 "grey_threshold": {"type": "number", "exclusiveMinimum": 0},
                 "val_flagged_share": {"type": "number", "minimum": 0, "maximum": 1},
                 "train_images": _POSITIVE,
