@@ -4,15 +4,16 @@
 
 Reads the grid jobs benchmarks/gpu_pipeline.sh bench trained with gpu_train_job.py (full length,
 patch 8 and 32, the sweep's slowest and fastest: fp32 eager, bf16 eager, bf16 compiled) and
-prints an entry for vitct.accelerator.MEASURED: bf16 pays when the bf16 jobs took less time in
-all than the fp32 ones, compile pays when the compiled jobs, compilation included, took less
-time than the eager ones. Paste the entry into MEASURED to make `auto` follow it on that GPU.
+prints an entry for vitct.training.accelerator.MEASURED: bf16 pays when the bf16 jobs took
+less time in all than the fp32 ones, compile pays when the compiled jobs, compilation included,
+took less time than the eager ones. Paste the entry into MEASURED to make `auto` follow it on
+that GPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -40,5 +41,12 @@ def decide(bench: Path) -> dict:
     }
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench", type=Path, help="bench's folder of grid_job_*.json files")
+    args = parser.parse_args()
+    print(json.dumps(decide(args.bench), indent=2))
+
+
 if __name__ == "__main__":
-    print(json.dumps(decide(Path(sys.argv[1])), indent=2))
+    main()

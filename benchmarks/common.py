@@ -7,16 +7,19 @@ import tempfile
 
 import numpy as np
 
-from vitct.data import load_grey
-from vitct.manifest import build_manifest
-from vitct.split import assign_splits
-from vitct.synthetic import generate
+from vitct.data.images import load_grey
+from vitct.data.manifest import build_manifest
+from vitct.data.partition import deal_groups
+from vitct.data.synthetic import generate
 
 
 def folder_cache(root: str, size: int, seed: int = 42) -> dict:
-    """train/val/test arrays like vitct.data.load_splits returns (random 70/15/15 split)."""
+    """train/val/test arrays as vitct.training.loop.train takes them (train_x, train_y, val_x,
+    ...; mean and std of the training pixels): a 70/15/15 split stratified by class, exact
+    copies (same sha256) on one side, dealt as the pipeline deals its parts."""
     manifest, _ = build_manifest(root, progress=False)
-    split = assign_splits(manifest, {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
+    shares = {"train": 0.7, "val": 0.15, "test": 0.15}
+    split = deal_groups(manifest, shares, seed, "sha256")
     cache = {}
     for name in ("train", "val", "test"):
         rows = manifest[split == name]

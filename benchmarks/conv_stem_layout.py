@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from vitct.model import ViT
-from vitct.settings import ViTConfig
+from vitct.model.settings import ViTConfig
+from vitct.model.vit import ViT
 
 CONFIG = ViTConfig(
     image_size=128,

@@ -6,7 +6,7 @@ augmentation) rather than training the model, with and without the prefetch thre
 Trains one grid job per patch size on synthetic slices preprocessed in memory (by default as
 many training images as the real data's split: 1,372), as a sweep job does (the preprocessing
 cache is loaded once; no job decodes PNGs). The training loop itself times how long each step
-waits for its batch (`vitct.train.train(timings=...)`, also written to every training log).
+waits for its batch (`vitct.training.loop.train(timings=...)`, also written to every training log).
 Prints the share for `training.prefetch: false` (the batch is built in the training thread, so
 its whole cost is waited for) and `true` (the default: the next batch is built in a background
 thread during the current step), the job's wall and CPU time for each, and checks that both
@@ -19,11 +19,13 @@ import argparse
 import resource
 import time
 
+import torch
 from common import demo_cache
 
-import vitct.train as training
-from vitct.inference import configure_threads
-from vitct.settings import TrainConfig, ViTConfig
+import vitct.training.loop as training
+from vitct.model.settings import ViTConfig
+from vitct.pipeline.harness import configure_threads
+from vitct.training.settings import TrainConfig
 
 
 def cpu_seconds() -> float:
@@ -53,7 +55,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-per-class", type=int, default=980)
     args = parser.parse_args()
-    configure_threads(args.threads)
+    configure_threads(torch, args.threads)
     cache = demo_cache(args.n_per_class, args.image_size)
     print(
         f"one grid job per patch: {args.image_size}px, {args.epochs} epochs, "

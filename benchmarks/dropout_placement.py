@@ -19,12 +19,15 @@ import argparse
 import statistics
 import time
 
+import torch
 from common import demo_cache, folder_cache
 
-from vitct.inference import configure_threads, predict_proba
-from vitct.metrics import binary_metrics
-from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import train
+from vitct.evaluation.metrics import binary_metrics
+from vitct.model.inference import predict_proba
+from vitct.model.settings import ViTConfig
+from vitct.pipeline.harness import configure_threads
+from vitct.training.loop import train
+from vitct.training.settings import TrainConfig
 
 PLACEMENTS = ("vitct", "study")
 
@@ -40,7 +43,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    configure_threads(args.threads)
+    configure_threads(torch, args.threads)
     cache = (
         folder_cache(args.data, args.image_size) if args.data else demo_cache(300, args.image_size)
     )

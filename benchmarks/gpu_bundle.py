@@ -3,24 +3,27 @@ a small carry (64 MiB): the wheels the pipeline needs besides torch, and the pre
 
     python benchmarks/gpu_bundle.py make --data /work/shared/data/sarscov2-ct \
         [--configfile config/config.yaml] [--out benchmarks/gpu_bundle] [--part-mib 60] \
-        [--skip-wheels numpy scipy ...]
+        [--skip numpy scipy ...] [--no-wheels] [--with-timm]
     python benchmarks/gpu_bundle.py unpack [--bundle benchmarks/gpu_bundle]   # on the device
 
-`make` runs the pipeline's own data steps (fetch_data, build_manifest, preprocess at every size
-the config trains on, grey_histograms) on the raw images in a scratch folder, so the cache is
-exactly what the pipeline makes; packs them (xz) with a record of where they came from, adds a
+`make` runs the pipeline's own data steps (fetch_data, build_manifest, and preprocess for every
+cache a run of the config reads: every data set, the training source `dataset` and each
+external set, at every image size, mask and intensity) on the raw images in a scratch folder,
+so the cache is exactly what the pipeline makes; packs results/data/SET/{source.json,
+manifest.tsv, rejects.tsv, images_*.npz} (xz) with a record of where they came from, adds a
 wheelhouse (`pip wheel` of the project's dependencies without torch: what is already
 installed on the device is not reinstalled), and cuts the whole into parts of at most
 --part-mib, listed with their checksums in MANIFEST.json. The raw 1,957 images (187 MB) do not
-fit a 64 MiB carry; the cache does not either (224 px and 128 px arrays are about 83 MB packed),
-so it travels in parts over several calls of the device tool.
+fit a 64 MiB carry; the cache does not either (config/config.yaml's, measured before the
+workflow's redesign: 83 MB packed), so it travels in parts over several calls of the device
+tool.
 
 `describe dataset|origin` prints the unpacked cache's dataset (as a --config value) or where it
 came from. `unpack` gathers the parts carried so far into results/gpu_bundle/parts (kept
 between calls of a warm machine), says which are still missing, and once all are there, checks
 them, unpacks the wheels to results/gpu_bundle/payload/wheels and the cache into results/data
 with fresh times in the order of the pipeline's steps (so Snakemake sees it up to date and
-starts after it), and writes results/data/from_cache.json, which the run reports.
+starts at the partition), and writes results/data/from_cache.json, which the run reports.
 """
 
 from __future__ import annotations
@@ -41,14 +44,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DATASET = "dataset"  # the training source's folder under results/data (vitct.pipeline.plan)
 MANIFEST = "MANIFEST.json"
 CACHE_RECORD = "from_cache.json"
-# The data files of the pipeline's first steps, in the order the steps make them (their times
-# must follow that order for Snakemake to call them up to date).
+# The files of the pipeline's data steps in each data set's folder (results/data/SET/), in the
+# order the steps make them (their times must follow that order for Snakemake to call them up to
+# date): fetch_data, build_manifest, preprocess.
 FIRST = ("source.json",)
 SECOND = ("manifest.tsv", "rejects.tsv")
-LAST_PATTERNS = (r"images_\d+px_\w+\.npz", r"grey_histograms\.npz")
-DATA_RULES = ("fetch_data", "build_manifest", "preprocess", "grey_histograms")
+LAST_PATTERN = r"images_\d+px_[a-z]+_[a-z]+\.npz"
+SET_PATTERN = r"[A-Za-z0-9_-]+"  # a data set's folder name (the Snakefile's `set` wildcard)
+DATA_RULES = ("fetch_data", "build_manifest", "preprocess")
 
 
 class BundleError(Exception):
@@ -80,11 +86,32 @@ def snakemake_command(workdir: Path, configfile: Path, data: str) -> list[str]:
 
 
 def data_targets(dry_run_output: str) -> list[str]:
-    """The data files a dry run of the whole pipeline plans to make (every image size)."""
-    sizes = sorted(set(re.findall(r"results/data/(images_\d+px_\w+\.npz)", dry_run_output)))
-    if not sizes:
+    """The data files (paths under results/data) a dry run of the whole pipeline plans to make:
+    every data set's receipt, manifest and rejects, and every cache a run reads."""
+    found = re.findall(rf"results/data/({SET_PATTERN})/({LAST_PATTERN})", dry_run_output)
+    if not found:
         raise BundleError("the dry run plans no preprocess job: is the config's pipeline empty?")
-    return [*FIRST, *SECOND, *sizes, "grey_histograms.npz"]
+    sets = sorted({data_set for data_set, _ in found})
+    caches = sorted({f"{data_set}/{name}" for data_set, name in found})
+    steps = [f"{data_set}/{name}" for data_set in sets for name in (*FIRST, *SECOND)]
+    return [*steps, *caches]
+
+
+def step_order(name: str) -> int:
+    """Which data step made a file (a path under results/data): 0 fetch_data, 1 build_manifest,
+    2 preprocess; a BundleError for any other file."""
+    data_set, _, base = name.partition("/")
+    if re.fullmatch(SET_PATTERN, data_set) and "/" not in base:
+        if base in FIRST:
+            return 0
+        if base in SECOND:
+            return 1
+        if re.fullmatch(LAST_PATTERN, base):
+            return 2
+    raise BundleError(
+        f"{name} in the cache is not a file of the pipeline's data steps "
+        f"({', '.join(DATA_RULES)}: results/data/SET/...)"
+    )
 
 
 def make_cache(data: str, configfile: Path, scratch: Path, cores: int) -> tuple[Path, dict]:
@@ -94,16 +121,21 @@ def make_cache(data: str, configfile: Path, scratch: Path, cores: int) -> tuple[
     if dry.returncode:
         raise BundleError(f"the dry run failed:\n{dry.stdout[-3000:]}{dry.stderr[-3000:]}")
     files = data_targets(dry.stdout + dry.stderr)
-    targets = [f"results/data/{name}" for name in files if name != "rejects.tsv"]
+    # rejects.tsv comes with its manifest.tsv (one job)
+    targets = [f"results/data/{name}" for name in files if not name.endswith("/rejects.tsv")]
     subprocess.run([*command, "--cores", str(cores), *targets], check=True)
     folder = scratch / "results" / "data"
-    receipt = json.loads((folder / "source.json").read_text())
+    receipt = json.loads((folder / DATASET / "source.json").read_text())
+    configfile = configfile.resolve()
     record = {
         "made": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": data,
-        "configfile": str(configfile.resolve().relative_to(ROOT)),
+        "configfile": str(
+            configfile.relative_to(ROOT) if configfile.is_relative_to(ROOT) else configfile
+        ),
         "counts": receipt["counts"],
         "commit": git_commit(),
+        "uncommitted_changes": uncommitted_changes(),
         "files": {name: sha256_of(folder / name) for name in files},
     }
     return folder, record
@@ -112,6 +144,12 @@ def make_cache(data: str, configfile: Path, scratch: Path, cores: int) -> tuple[
 def git_commit() -> str:
     run = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
     return run.stdout.decode().strip() or "unknown"
+
+
+def uncommitted_changes() -> bool | None:
+    """Whether the working tree that made the cache differs from its commit (None: no git)."""
+    run = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True)
+    return bool(run.stdout.strip()) if run.returncode == 0 else None
 
 
 def pack_cache(folder: Path, record: dict, archive: Path) -> None:
@@ -224,19 +262,14 @@ def unpack_cache(archive: Path, results: Path) -> dict:
     with tarfile.open(archive) as tar:
         tar.extractall(data, filter="data")
     record = json.loads((data / CACHE_RECORD).read_text())
+    for name in record["files"]:
+        step_order(name)  # only data-step outputs, before any file is trusted
     for name, digest in record["files"].items():
         if sha256_of(data / name) != digest:
             raise BundleError(f"{data / name} does not match the cache's record: make it again")
     now = time.time()
     for name in record["files"]:
-        if name in FIRST:
-            offset = 3
-        elif name in SECOND:
-            offset = 2
-        elif any(re.fullmatch(p, name) for p in LAST_PATTERNS):
-            offset = 1
-        else:
-            raise BundleError(f"{name} in the cache is not a file of the pipeline's data steps")
+        offset = 3 - step_order(name)  # fetch_data 3 s ago, build_manifest 2, preprocess 1
         os.utime(data / name, (now - offset, now - offset))
     return record
 
@@ -275,7 +308,9 @@ def describe(results: Path, what: str) -> str:
         return f"dataset={{source: local, path: {r['data']}}}"
     return (
         f"preprocessed cache made {r['made']} from {r['data']} ({r['counts']}) with "
-        f"{r['configfile']} at commit {r['commit'][:10]}; no raw image is read here"
+        f"{r['configfile']} at commit {r['commit'][:10]}"
+        + (" (with uncommitted changes)" if r.get("uncommitted_changes") else "")
+        + "; no raw image is read here"
     )
 
 

@@ -9,15 +9,19 @@
 #     bench     one grid job: CUDA against CPU validation metrics, eager/compiled and fp32/bf16
 #               images/s (writes auto_settings.json: what `auto` should do on this GPU), and
 #               images/s against timm's ViT
-#     main      the config's pipeline without its ablation (sweep, final model, evaluation,
-#               attention maps, baselines)
-#     ablation  the rest: the ablation variants and the report
+#     main      the config's pipeline without its ablation: the partition, every grid run,
+#               every run of the final recipe (shipped model and cross-validation runs:
+#               pretraining, training, scoring), the baselines, the attention maps and the
+#               shipped model file (targets from benchmarks/pipeline_stages.py main)
+#     ablation  the rest (the default target): the ablation variants' runs, the summaries and
+#               the report
 #     all       setup bench main ablation
 #
 # Environment: OUT (output folder, default results/gpu_pipeline), VITCT_CONFIG (default
 # config/config.yaml), VITCT_CORES (default: all), VITCT_GPU_SLOTS (training jobs sharing the
 # GPU; default sized from its memory), VITCT_GPU_JOB_MIB (GPU memory one training job is given
-# when sizing; default: bench's measured peak plus 1 GiB of CUDA context, else 4096).
+# when sizing; default: bench's measured peak plus 1 GiB of CUDA context, else 4096), PYTHON
+# (the interpreter that has torch; default python3).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -92,8 +96,11 @@ run_pipeline() { # $1: main or ablation
 	[ "$slots" -ge 1 ] || die "the GPU's memory fits no training job (gpu_slots $slots); set VITCT_GPU_SLOTS"
 	say "$name: $CONFIG, data from the $("$PYTHON" benchmarks/gpu_bundle.py describe origin)"
 	say "$name: $CORES cores, gpu_slots $slots"
-	local omit=()
-	[ "$name" = main ] && omit=(--omit-from pretrain_ablation train_ablation evaluate_ablation ablation_table report)
+	local targets
+	targets=$("$PYTHON" benchmarks/pipeline_stages.py "$name" --configfile "$CONFIG") ||
+		die "$name: could not list the stage's targets for $CONFIG"
+	read -r -d '' -a targets <<<"$targets" || true # one a line; run paths hold no spaces
+	say "$name: ${#targets[@]} target(s): ${targets[*]:0:4}$([ ${#targets[@]} -le 4 ] || echo ' ...')"
 	if has_gpu; then
 		sample_gpu &
 		sampler=$!
@@ -101,8 +108,9 @@ run_pipeline() { # $1: main or ablation
 	fi
 	started=$(date +%s.%N)
 	local rc=0
-	"$PYTHON" -m snakemake --profile profiles/gpu --configfile "$CONFIG" --config "$dataset" \
-		--cores "$CORES" --resources gpu_slots="$slots" "${omit[@]}" >"$OUT/snakemake_$name.log" 2>&1 || rc=$?
+	# The targets first: --config and --resources take every word after them.
+	"$PYTHON" -m snakemake "${targets[@]}" --profile profiles/gpu --configfile "$CONFIG" \
+		--config "$dataset" --cores "$CORES" --resources gpu_slots="$slots" >"$OUT/snakemake_$name.log" 2>&1 || rc=$?
 	ended=$(date +%s.%N)
 	if [ -n "$sampler" ]; then
 		kill "$sampler"

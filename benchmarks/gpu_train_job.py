@@ -9,7 +9,7 @@ throughput of the training loop (bf16 autocast on CUDA, as the pipeline uses) an
 memory; with --cpu-check it also trains the same job on the CPU for one epoch and prints both
 paths' validation metrics, which should agree closely. Run it with --compile never and with
 --compile always to see what torch.compile buys on that GPU (auto, the pipeline's default,
-compiles on CUDA unless vitct.accelerator.MEASURED says otherwise), and with --bf16 never
+compiles on CUDA unless vitct.training.accelerator.MEASURED says otherwise), and with --bf16 never
 against always for what bf16 autocast buys. --json writes the figures to a file as well
 (benchmarks/gpu_pipeline.sh gathers them).
 """
@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from common import demo_cache
 
-from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import train
+from vitct.model.settings import ViTConfig
+from vitct.training.loop import train
+from vitct.training.settings import TrainConfig
 
 
 def main() -> None:

@@ -3,14 +3,21 @@
     python benchmarks/pipeline_figures.py --results results --out OUT [--gpu-samples FILE]
 
 Reads what the run left behind and writes to OUT:
-  stage_times.tsv    every job's wall time (Snakemake's benchmark files), its stage, and when it
-                     ended
+  stage_times.tsv    every job's wall time (Snakemake's benchmark files, results/benchmarks/RULE/
+                     ...), its stage, and when it ended
   stages.tsv         per stage: jobs, summed job time, and its window (first start to last end)
-  training_jobs.tsv  per training job: first epoch against the later epochs' median (the
-                     difference is mostly torch.compile's compilation) and peak GPU memory
+  training_jobs.tsv  per training job (results/logs/runs/RECIPE/FOLD/seedSEED/train.log): first
+                     epoch against the later epochs' median (the difference is mostly
+                     torch.compile's compilation) and peak GPU memory
   summary.json       the sweep's images/s and GPU utilisation in its window, peak GPU memory,
-                     compile time, final (and ablation) metrics, and whether the data came from
-                     a preprocessed cache
+                     compile time, the shipped model (validation, and locked test from its
+                     predictions), the headline and the ablation once the summaries are made,
+                     and whether the data came from a preprocessed cache
+The stages (stage_of): `data` (fetch_data, build_manifest, preprocess, partition), `sweep` (train
+jobs of grid recipes, named like patch_size~8_heads~1), `final` (train jobs of the final recipe:
+the shipped model and the cross-validation runs), `variants` (train jobs of ablation variants),
+`pretrain` and `score` (every recipe's), `summaries` (summarise, report), and each other rule
+by its name (baselines, attention_maps, ship_model, predict).
 The GPU samples are lines "unix_time,utilisation %,memory MiB" (gpu_pipeline.sh writes them with
 nvidia-smi); without them (the CPU path) GPU figures are left out, saying so.
 """
@@ -29,29 +36,37 @@ FIGURES = re.compile(
     r"device figures: first epoch ([\d.]+) s, later epochs median ([\d.na]+) s, "
     r"peak GPU memory (\d+) MiB"
 )
-DATA_STEPS = ("fetch_data", "build_manifest", "grey_histograms", "split_manifest")
+DATA_RULES = ("fetch_data", "build_manifest", "preprocess")
+FINAL = "final"  # vitct.pipeline.plan.FINAL
+SHIPPED_FOLD = "all"  # the shipped model's fold (vitct.data.partition.ALL)
+TEST, HELD_OUT = "test", "held_out"  # parts of a predictions table (vitct.evaluation.scoring)
+
+
+def recipe_stage(recipe: str) -> str:
+    """`sweep` for a grid combination (its name holds `~`: patch_size~8_heads~1, which an
+    ablation variant's name cannot), `final`, or `variants`."""
+    if recipe == FINAL:
+        return "final"
+    return "sweep" if "~" in recipe else "variants"
 
 
 def stage_of(job: str) -> str:
-    """The pipeline stage a benchmark file (path under results/benchmarks) belongs to."""
-    if job.startswith("sweep/"):
-        return "sweep"
-    if job.startswith("ablation/"):
-        return "ablation"
-    if job.startswith("predict/"):
-        return "predict"
-    name = job.removesuffix(".tsv")
-    if re.fullmatch(
-        r"preprocess_\d+px|fetch_data|build_manifest|grey_histograms|split_manifest", name
-    ):
+    """The pipeline stage of a benchmark file (its path under results/benchmarks)."""
+    parts = job.removesuffix(".tsv").split("/")
+    rule = parts[0]
+    if rule in DATA_RULES or rule == "partition":
         return "data"
-    return name  # pretrain_final, train_final, evaluate, attention_maps, baselines, report, ...
+    if rule == "train" and len(parts) > 1:
+        return recipe_stage(parts[1])
+    if rule in ("summarise", "report"):
+        return "summaries"
+    return rule  # pretrain, score, baselines, attention_maps, ship_model, predict
 
 
 def job_times(bench: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(bench.rglob("*.tsv")):
-        job = str(path.relative_to(bench))
+        job = path.relative_to(bench).as_posix()
         seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
         ended = path.stat().st_mtime  # written when the job ends
         rows.append({"job": job, "stage": stage_of(job), "s": seconds, "ended": ended})
@@ -74,6 +89,17 @@ def stage_windows(jobs: pd.DataFrame) -> pd.DataFrame:
     ).sort_values("started")
 
 
+def run_of_log(log: str) -> dict:
+    """recipe, fold, seed, step and stage of a run's log (runs/RECIPE/FOLD/seedSEED/STEP.log
+    under results/logs); empty for any other log."""
+    match = re.fullmatch(r"runs/([^/]+)/([^/]+)/seed(\d+)/(\w+)\.log", log)
+    if not match:
+        return {}
+    recipe, fold, seed, step = match.groups()
+    stage = recipe_stage(recipe) if step == "train" else step
+    return {"recipe": recipe, "fold": fold, "seed": int(seed), "step": step, "stage": stage}
+
+
 def training_jobs(logs: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(logs.rglob("*.log")):
@@ -81,9 +107,11 @@ def training_jobs(logs: Path) -> pd.DataFrame:
         if match:
             first, later, peak = match.groups()
             later = float(later)
+            log = path.relative_to(logs).as_posix()
             rows.append(
                 {
-                    "log": str(path.relative_to(logs)),
+                    "log": log,
+                    "stage": run_of_log(log).get("stage", ""),
                     "first_epoch_s": float(first),
                     "later_epochs_median_s": later,
                     "first_minus_later_s": round(float(first) - later, 2),
@@ -93,14 +121,21 @@ def training_jobs(logs: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sweep_images(results: Path) -> int:
-    """Training images the sweep went through: epochs run x training images, summed."""
-    split = pd.read_csv(results / "data" / "split.tsv", sep="\t", keep_default_na=False)
-    n_train = int((split.split == "train").sum())
-    epochs = [
-        json.loads(p.read_text())["epochs_run"] for p in (results / "sweep").glob("*/metrics.json")
+def run_metrics(results: Path) -> list[dict]:
+    """Every finished run's train_metrics.json."""
+    return [
+        json.loads(p.read_text()) for p in sorted(results.glob("runs/*/*/seed*/train_metrics.json"))
     ]
-    return n_train * sum(epochs)
+
+
+def sweep_images(results: Path) -> int:
+    """Training images the grid runs went through: epochs run x the run's training images
+    (its fold's, without its inner validation split), summed."""
+    return sum(
+        m["images"]["train"] * m["epochs_run"]
+        for m in run_metrics(results)
+        if recipe_stage(m["recipe"]) == "sweep"
+    )
 
 
 def gpu_in_window(samples: Path | None, started: float, ended: float) -> dict:
@@ -121,6 +156,69 @@ def gpu_in_window(samples: Path | None, started: float, ended: float) -> dict:
 
 def read_json(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def accuracy_and_mcc(predictions: pd.DataFrame) -> dict:
+    from vitct.evaluation.metrics import binary_metrics
+
+    scores = binary_metrics(predictions.label, predictions.prob_covid)
+    return {key: scores[key] for key in ("n", "accuracy", "mcc", "roc_auc")}
+
+
+def final_runs(results: Path) -> dict | None:
+    """The final recipe's runs as the main stage leaves them (before the summaries): the shipped
+    model's validation metrics and locked-test figures, and the cross-validation runs' held-out
+    accuracy, each from the run's own files."""
+    shipped = sorted(results.glob(f"runs/{FINAL}/{SHIPPED_FOLD}/seed*/predictions.tsv"))
+    if not shipped:
+        return None
+    folder = shipped[0].parent
+    metrics = json.loads((folder / "train_metrics.json").read_text())
+    table = pd.read_csv(shipped[0], sep="\t", keep_default_na=False)
+    result = {
+        "shipped_run": folder.relative_to(results).as_posix(),
+        "chosen": (metrics.get("chosen") or {}).get("params"),
+        "validation": {k: v for k, v in metrics.items() if k.startswith("val_")},
+        "locked_test": accuracy_and_mcc(table[table.part == TEST]),
+    }
+    held_out = []
+    for path in sorted(results.glob(f"runs/{FINAL}/fold*/seed*/predictions.tsv")):
+        table = pd.read_csv(path, sep="\t", keep_default_na=False)
+        held_out.append(accuracy_and_mcc(table[table.part == HELD_OUT])["accuracy"])
+    if held_out:
+        result["cv_runs"] = len(held_out)
+        result["cv_held_out_accuracy_mean_of_runs"] = statistics.mean(held_out)
+    return result
+
+
+def headline_figures(path: Path) -> dict | None:
+    """The summaries' headline (results/summary/headline.json): the shipped model on the locked
+    test and the cross-validation mean."""
+    headline = read_json(path)
+    if headline is None:
+        return None
+    test = headline["shipped"].get(TEST, {})
+    figures = {
+        "shipped_test": {
+            k: test.get(k) for k in ("n", "accuracy", "mcc", "roc_auc", "ci95") if k in test
+        },
+    }
+    cv = headline.get("cv")
+    if cv:
+        figures["cv"] = {k: cv.get(k) for k in ("accuracy", "mcc", "ci95", "folds", "seeds")}
+    return figures
+
+
+def ablation_records(path: Path) -> list[dict] | None:
+    """results/summary/ablation.tsv as records (strict JSON: empty cells stay empty strings);
+    None before the summaries, [] without variants."""
+    if not path.exists():
+        return None
+    try:
+        table = pd.read_csv(path, sep="\t", keep_default_na=False)
+    except pd.errors.EmptyDataError:  # no variants: an empty table
+        return []
+    return table.to_dict(orient="records")
 
 
 def summarise(results: Path, out: Path, gpu_samples: Path | None) -> dict:
@@ -147,16 +245,14 @@ def summarise(results: Path, out: Path, gpu_samples: Path | None) -> dict:
             **gpu_in_window(gpu_samples, float(sweep.started), float(sweep.ended)),
         }
     if not training.empty:
-        sweep_logs = training[training.log.str.startswith("sweep/")]
+        sweep_logs = training[training.stage == "sweep"]
         summary["peak_gpu_mib_per_job_max"] = int(training.peak_gpu_mib.max())
         summary["first_minus_later_epoch_s_sweep_median"] = (
             statistics.median(sweep_logs.first_minus_later_s) if len(sweep_logs) else None
         )
-    summary["final_metrics"] = read_json(results / "final" / "metrics.json")
-    ablation = results / "ablation" / "ablation.tsv"
-    if ablation.exists():
-        table = pd.read_csv(ablation, sep="\t", keep_default_na=False)  # strict JSON: no NaN
-        summary["ablation"] = table.to_dict(orient="records")
+    summary["final"] = final_runs(results)
+    summary["headline"] = headline_figures(results / "summary" / "headline.json")
+    summary["ablation"] = ablation_records(results / "summary" / "ablation.tsv")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -35,8 +35,8 @@ COMPILED = "vitct-compiled"
 
 def build(variant: str, patch: int, args) -> torch.nn.Module:  # noqa: F821
     if variant in ("vitct", COMPILED):
-        from vitct.model import ViT
-        from vitct.settings import ViTConfig
+        from vitct.model.settings import ViTConfig
+        from vitct.model.vit import ViT
 
         return ViT(
             ViTConfig(

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from vitct.synthetic import generate
+from vitct.data.synthetic import generate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,22 +29,41 @@ SNAKEFILE = REPO / "Snakefile"
 
 REAL_DATA_ENV = "VITCT_REAL_DATA"  # folder holding sarscov2-ct/ and sarscov2-ct-sample/
 
-# A pipeline small enough for tests (about a minute on 2 cores) that still runs every rule.
+# A pipeline small enough for tests (under a minute on 2 cores) that still runs every rule. Its
+# recipe is set in full here, so that the schema's defaults (the GPU recipe) do not slow it.
 TINY_CONFIG = {
     "dataset": {"source": "demo", "demo": {"n_per_class": 24, "seed": 3}},
-    "split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}, "seed": 1},
-    "preprocess": {"image_size": 32},
-    "model": {"embed_dim": 16, "depth": 1, "heads": 2, "patch_size": 16, "dropout": 0.1},
-    "training": {"epochs": 2, "batch_size": 16, "warmup_epochs": 1, "augment": True},
+    "split": {"test": 0.25, "val": 0.25, "seed": 1},
+    "preprocess": {"image_size": 32, "mask": "none", "intensity": "raw"},
+    "model": {
+        "embed_dim": 16,
+        "depth": 1,
+        "heads": 2,
+        "patch_size": 16,
+        "dropout": 0.1,
+        "tokenizer": "patch",
+        "pooling": "cls",
+    },
+    "training": {
+        "epochs": 2,
+        "batch_size": 16,
+        "warmup_epochs": 1,
+        "augment": True,
+        "cutmix": 0.0,
+        "label_smoothing": 0.0,
+    },
     "sweep": {"grid": {"patch_size": [8, 16], "heads": [1, 2]}, "threads": 1, "mem_mb": 500},
     "final": {"overrides": {"epochs": 2}, "threads": 1, "mem_mb": 500},
-    "evaluation": {"attention_images": 1, "bootstrap": 20},
+    "ablation": {"variants": {}},
+    "evaluation": {"attention_images": 1, "bootstrap": 20, "folds": 0, "seeds": [0]},
 }
 
 
-# The preprocessed images of a tiny run (common.smk's IMAGE_CACHE).
+# The preprocessed images of a tiny run (results/data/dataset/images_*.npz).
 _TINY_PRE = {"mask": "none", "intensity": "raw", **TINY_CONFIG["preprocess"]}
-TINY_IMAGES = "results/data/images_{image_size}px_{mask}_{intensity}.npz".format(**_TINY_PRE)
+TINY_IMAGES = "results/data/dataset/images_{image_size}px_{mask}_{intensity}.npz".format(
+    **_TINY_PRE
+)
 
 
 def tiny_config(**changes) -> dict:
@@ -114,12 +133,19 @@ def jobs_to_run(workdir: Path, snakefile: Path = SNAKEFILE) -> dict[str, int]:
 DEMO_RUN_ABLATION = {"variants": {"no_augmentation": {"augment": False}}}
 
 
-# The final model of the shared run also pretrains and cut-mixes, so those paths run in Snakemake.
+# The final recipe of the shared run also pretrains and cut-mixes, so those paths run in
+# Snakemake.
 DEMO_RUN_FINAL = {"overrides": {"epochs": 2, "pretrain_epochs": 1, "cutmix": 0.5}}
 
 
-# Two folds, each trained with two seeds: the cross-validation stage runs too.
-DEMO_RUN_EVALUATION = {**TINY_CONFIG["evaluation"], "folds": 2, "seeds": [0, 1]}
+# Two folds, each trained with two seeds, and an external set: the nested grid, the
+# cross-validation runs and external scoring run too.
+DEMO_RUN_EVALUATION = {
+    **TINY_CONFIG["evaluation"],
+    "folds": 2,
+    "seeds": [0, 1],
+    "external": {"scanner_b": "demo:b"},
+}
 
 
 def demo_run_config(**changes) -> dict:
@@ -192,7 +218,16 @@ def learnable_cache(n=64, size=16, seed=0):
 
 
 # A ViT small enough to train in seconds on 16x16 toy scans.
-SMALL_VIT = dict(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.0)
+SMALL_VIT = dict(
+    image_size=16,
+    patch_size=4,
+    embed_dim=16,
+    depth=1,
+    heads=2,
+    dropout=0.0,
+    tokenizer="patch",
+    pooling="cls",
+)
 
 
 def scans_with_a_square(n=48, size=16, seed=0):
@@ -271,7 +306,7 @@ def data_with_copies(tmp_path_factory) -> Path:
 
 def table_of_groups(n_groups: int = 90, seed: int = 0) -> pd.DataFrame:
     """Images in near-duplicate groups of 1-5 slices that share a label; a fifth of the groups
-    are the test split."""
+    are the locked test split (`test`), the others one fold (`fold` 0)."""
     rng = np.random.default_rng(seed)
     rows = []
     for group in range(n_groups):
@@ -284,7 +319,8 @@ def table_of_groups(n_groups: int = 90, seed: int = 0) -> pd.DataFrame:
                     "label": label,
                     "class_dir": ("non-COVID", "COVID")[label],
                     "near_duplicate_group": group,
-                    "split": split,
+                    "test": split == "test",
+                    "fold": -1 if split == "test" else 0,
                 }
             )
     return pd.DataFrame(rows)

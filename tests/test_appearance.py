@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitct.appearance import appearance_augment, blur
-from vitct.settings import TrainConfig
+from vitct.training.appearance import appearance_augment, blur
+from vitct.training.settings import TrainConfig
 
 ON = TrainConfig(appearance=1.0)
 

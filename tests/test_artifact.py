@@ -17,7 +17,7 @@ from conftest import rewrite_header
 from PIL import Image
 
 from vitct import cli
-from vitct.artifact import (
+from vitct.model.artifact import (
     ArtifactError,
     header_sha256,
     load_artifact,
@@ -25,9 +25,22 @@ from vitct.artifact import (
     read_metadata,
     save_artifact,
 )
-from vitct.familiarity import Distance, Familiarity
-from vitct.model import ViT
-from vitct.settings import ViTConfig
+from vitct.model.ood import Distance, Familiarity
+from vitct.model.settings import ViTConfig
+from vitct.model.vit import ViT
+
+# A tiny model with one strided conv for the patches and a class token, as the files these tests
+# were written for (the defaults are a conv stem and attention pooling now, whose header is half
+# as long again to flip bit by bit).
+TINY_MODEL = {
+    "image_size": 16,
+    "patch_size": 8,
+    "embed_dim": 8,
+    "depth": 1,
+    "heads": 2,
+    "tokenizer": "patch",
+    "pooling": "cls",
+}
 
 PRE = {"image_size": 16, "grey": "PIL convert('L')", "mean": 0.1996, "std": 0.25}
 REFERENCE = Familiarity(
@@ -42,7 +55,7 @@ REFERENCE = Familiarity(
 def model_file(tmp_path_factory) -> Path:
     """A tiny model file with a header like the pipeline's (its header is most of the file)."""
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
     save_artifact(
         path,
@@ -222,7 +235,7 @@ def test_a_flipped_bit_in_the_familiarity_reference_is_refused(model_file, tmp_p
 
 def test_a_file_without_a_familiarity_reference_still_loads(tmp_path):
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     save_artifact(tmp_path / "old.safetensors", model, preprocessing=PRE)
     loaded, meta, reference = load_with_familiarity(tmp_path / "old.safetensors")
     assert reference is None and "familiarity" not in meta
@@ -231,7 +244,7 @@ def test_a_file_without_a_familiarity_reference_still_loads(tmp_path):
 
 def test_a_reference_that_does_not_fit_the_model_is_refused(tmp_path):
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     wrong = Familiarity(Distance(np.zeros(4), np.eye(4), 1.0), None, 0.05, 10)
     save_artifact(tmp_path / "wrong.safetensors", model, preprocessing=PRE, familiarity=wrong)
     with pytest.raises(ArtifactError, match="does not fit the model's 8 features"):

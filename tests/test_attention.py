@@ -1,10 +1,10 @@
-"""Attention rollout: what the maps of vitct.attention say about the patches."""
+"""Attention rollout: what the maps of vitct.model.attention say about the patches."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vitct.attention import patch_scores, rollout
+from vitct.model.attention import patch_scores, rollout
 
 
 def test_rollout_of_identity_attention_is_uniform():

@@ -9,10 +9,15 @@ import pytest
 import torch
 from conftest import SMALL_VIT, learnable_cache, scans_with_a_square, top_edge_cache
 
-from vitct.batches import Prefetcher, augment, cutmix, epoch_batches
-from vitct.data import normalise
-from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import train
+from vitct.model.input_tensors import normalise
+from vitct.model.settings import ViTConfig
+from vitct.training.batches import Prefetcher, augment, cutmix, epoch_batches
+from vitct.training.loop import train
+from vitct.training.settings import TrainConfig
+
+# The small ViT with one strided conv and a class token (the defaults are a conv stem and
+# attention pooling now, slower and not what these tests are about).
+PATCH_VIT = {**SMALL_VIT, "tokenizer": "patch", "pooling": "cls"}
 
 
 def test_augment_keeps_shape_and_varies_per_sample():
@@ -35,7 +40,7 @@ def plain_batches(x, y, cfg, mean, std, gen):
 def appearance_batches(appearance: float, seed: int = 0, augment: bool = False):
     x = torch.as_tensor(scans_with_a_square(32))
     x[:, :3] = 0  # a black band of background
-    cfg = TrainConfig(batch_size=16, appearance=appearance, augment=augment)
+    cfg = TrainConfig(batch_size=16, appearance=appearance, augment=augment, cutmix=0.0)
     gen = torch.Generator().manual_seed(seed)
     return list(epoch_batches(x, torch.arange(32) % 2, cfg, 0.2, 0.2, torch.device("cpu"), gen))
 
@@ -44,7 +49,7 @@ def appearance_batches(appearance: float, seed: int = 0, augment: bool = False):
 def test_without_appearance_batches_and_draws_are_as_they_were(geometric):
     x = torch.as_tensor(scans_with_a_square(32))
     y = torch.arange(32) % 2
-    cfg = TrainConfig(batch_size=16, augment=geometric, appearance=0.0)
+    cfg = TrainConfig(batch_size=16, augment=geometric, appearance=0.0, cutmix=0.0)
     gen, reference = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     got = list(epoch_batches(x, y, cfg, 0.2, 0.2, torch.device("cpu"), gen))
     want = list(plain_batches(x, y, cfg, 0.2, 0.2, reference))
@@ -73,11 +78,20 @@ def test_appearance_and_geometric_augmentation_combine():
 
 
 def test_prefetching_batches_changes_nothing_but_the_waiting():
-    cfg = ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2, dropout=0.2)
+    cfg = ViTConfig(**{**PATCH_VIT, "dropout": 0.2})
     runs = []
     for prefetch in (False, True):
         timings = {}
-        tcfg = TrainConfig(epochs=3, batch_size=16, seed=2, prefetch=prefetch)
+        # Geometric augmentation draws in the background thread too; no CutMix.
+        tcfg = TrainConfig(
+            epochs=3,
+            batch_size=16,
+            seed=2,
+            prefetch=prefetch,
+            augment=True,
+            cutmix=0.0,
+            label_smoothing=0.0,
+        )
         model, history, _ = train(cfg, tcfg, learnable_cache(), timings=timings)
         assert 0 <= timings["data_wait_s"] <= timings["train_s"]
         runs.append((model.state_dict(), history))
@@ -158,9 +172,11 @@ def test_cutmix_stops_for_the_last_epochs():
 
 def test_unmixed_last_epochs_leave_the_earlier_epochs_as_they_were():
     cache = top_edge_cache()
-    mixed = TrainConfig(epochs=4, cutmix=1.0, batch_size=16, augment=False, prefetch=False)
+    mixed = TrainConfig(
+        epochs=4, cutmix=1.0, batch_size=16, augment=False, label_smoothing=0.0, prefetch=False
+    )
     unmixed_end = TrainConfig(**{**mixed.__dict__, "cutmix_off_epochs": 2})
-    _, history, _ = train(ViTConfig(**SMALL_VIT), mixed, cache)
-    _, history_off, _ = train(ViTConfig(**SMALL_VIT), unmixed_end, cache)
+    _, history, _ = train(ViTConfig(**PATCH_VIT), mixed, cache)
+    _, history_off, _ = train(ViTConfig(**PATCH_VIT), unmixed_end, cache)
     pd.testing.assert_frame_equal(history[:2], history_off[:2])  # same draws, same weights
     assert not history.train_loss[2:].equals(history_off.train_loss[2:])

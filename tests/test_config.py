@@ -1,8 +1,10 @@
-"""Bad config values stop the run before any job, with a message that names the key; which
-ablation variants share the final model's pretraining."""
+"""Bad config values stop the run before any job, with a message that names the key; one source
+of truth for every default; each config's number of trainings as config/README.md states it;
+which ablation variants share the final recipe's pretraining."""
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -10,16 +12,20 @@ import pytest
 import yaml
 from conftest import REPO, TINY_CONFIG, snakemake, tiny_config
 
-from vitct.config import (
+from vitct.model.settings import ViTConfig
+from vitct.pipeline.config_checks import (
     ConfigError,
     check,
+    remove_nulled_keys,
     schema_problems,
-    shares_final_pretraining,
     type_command_line_text,
+    validate_config,
 )
-from vitct.overlays import remove_nulled_keys
+from vitct.pipeline.plan import Plan, shares_final_pretraining
+from vitct.training.settings import TrainConfig
 
-SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+SCHEMA_PATH = str(REPO / "workflow/schemas/config.schema.yaml")
+SCHEMA = yaml.safe_load(Path(SCHEMA_PATH).read_text())
 
 BAD_CONFIGS = {
     "unknown key": (tiny_config(training={"epoch": 3}), "training.epoch: unknown key"),
@@ -37,9 +43,28 @@ BAD_CONFIGS = {
         tiny_config(model={"patch_size": 5}, sweep={"grid": {"heads": [1, 2]}}),
         "model.patch_size: patch_size 5 does not divide image_size 32",
     ),
-    "fractions do not sum to 1": (
-        tiny_config(split={"fractions": {"train": 0.5, "val": 0.3, "test": 0.3}}),
-        "split.fractions must sum to 1, not 1.1",
+    "test and validation shares leave no training images": (
+        tiny_config(split={"test": 0.5, "val": 0.5}),
+        "split.test (0.5) and split.val (0.5) leave no training images",
+    ),
+    "a seed in the grid": (
+        tiny_config(sweep={"grid": {"seed": [0, 1]}}),
+        "sweep.grid.seed: runs take their seeds from training.seed",
+    ),
+    "a seed in a cross-validated variant": (
+        tiny_config(
+            evaluation={"folds": 2, "seeds": [0]},
+            ablation={"cross_validate": True, "variants": {"other": {"seed": 1}}},
+        ),
+        "ablation.variants.other.seed: the variants train on the folds' seeds",
+    ),
+    "a variant named as the final recipe": (
+        tiny_config(ablation={"variants": {"final": {"augment": False}}}),
+        "ablation.variants.final: 'final' is the final recipe's own name",
+    ),
+    "an external set named as the training source's folder": (
+        tiny_config(evaluation={"external": {"dataset": "demo:b"}}),
+        "evaluation.external.dataset: 'dataset' names a folder of the pipeline's own",
     ),
     "grid key that is no setting": (
         tiny_config(sweep={"grid": {"patchsize": [8]}}),
@@ -135,21 +160,24 @@ BAD_CONFIGS = {
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS, ids=list(BAD_CONFIGS))
-def test_bad_config_stops_before_any_job_naming_the_key(case, tmp_path: Path):
+def test_bad_config_is_refused_naming_the_key(case):
     config, message = BAD_CONFIGS[case]
-    proc = snakemake(tmp_path, config=config, check=False)
+    with pytest.raises(ConfigError) as refused:
+        validate_config(copy.deepcopy(config), SCHEMA, SCHEMA_PATH)  # what common.smk runs
+    assert message in str(refused.value)
+
+
+def test_a_bad_config_stops_the_workflow_before_any_job(tmp_path: Path):
+    proc = snakemake(tmp_path, config=tiny_config(training={"epochs": "ten"}), check=False)
     assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
+    assert "invalid config: \n  training.epochs: 'ten' is not of type" in proc.stderr
     assert not (tmp_path / "results").exists()  # no job ran
 
 
 def assert_valid(config: dict, name: str = "") -> None:
     """What a run checks before any job: the schema, then the cross-key checks."""
-    from snakemake.utils import validate
-
     assert schema_problems(config, SCHEMA) == [], name
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
-    check(config, SCHEMA)  # e.g. patch sizes that divide every variant's image size
+    validate_config(config, SCHEMA, SCHEMA_PATH)  # e.g. patch sizes that divide every variant's
 
 
 # Each shipped command's --configfile list (config/README.md), merged in order as Snakemake does.
@@ -213,9 +241,10 @@ def test_the_128px_overlay_drops_and_inherits_variants_of_the_cpu_default():
     assert recipe["pretrain_epochs"] == 0 and recipe["cutmix"] == 0.0
 
 
-def test_check_accepts_defaults_filled_in_by_the_schema(tmp_path: Path):
-    proc = snakemake(tmp_path, "--dry-run", config=tiny_config())
-    assert "train_sweep" in proc.stdout
+def test_check_accepts_defaults_filled_in_by_the_schema():
+    config = tiny_config()
+    validate_config(config, SCHEMA, SCHEMA_PATH)
+    assert config["sweep"]["nested"] is True and config["split"]["strategy"] == "grouped"
 
 
 def test_appearance_augmentation_is_a_training_key_variants_and_the_command_line_can_set():
@@ -238,10 +267,12 @@ def test_final_override_is_checked_too():
         "model": {"patch_size": 16, "embed_dim": 16, "heads": 2},
         "preprocess": {"image_size": 32},
         "training": {},
-        "split": {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}},
+        "split": {"test": 0.25, "val": 0.25},
         "dataset": {"source": "demo", "path": ""},
         "sweep": {"grid": {"dropout": [0.1]}},
         "final": {"overrides": {"heads": 3}},
+        "ablation": {"variants": {}, "cross_validate": False},
+        "evaluation": {"folds": 0},
     }
     with pytest.raises(ConfigError, match="final.overrides.heads"):
         check(config, SCHEMA)
@@ -295,13 +326,9 @@ KEY_BLAME = {
 
 @pytest.mark.parametrize("case", KEY_BLAME, ids=list(KEY_BLAME))
 def test_a_cross_key_error_names_the_key_the_user_set(case):
-    from snakemake.utils import validate
-
     changes, message = KEY_BLAME[case]
-    config = tiny_config(**changes)
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))  # the defaults
     with pytest.raises(ConfigError) as refused:
-        check(config, SCHEMA)
+        validate_config(tiny_config(**changes), SCHEMA, SCHEMA_PATH)
     assert str(refused.value).startswith(message)
 
 
@@ -359,7 +386,7 @@ def test_numbers_nested_in_command_line_config_are_accepted(tmp_path: Path):
         "sweep={grid: {patch_size: [8, 16], heads: [1, 2, 4]}}",
         config=tiny_config(),
     )
-    assert re.search(r"train_sweep\s+6\b", proc.stdout), proc.stdout
+    assert re.search(r"train\s+7\b", proc.stdout), proc.stdout  # 6 grid runs and the final
 
 
 def test_sections_of_the_wrong_shape_are_left_for_the_schema_to_report():
@@ -387,3 +414,79 @@ def test_sections_of_the_wrong_shape_are_left_for_the_schema_to_report():
 )
 def test_which_ablation_variants_reuse_the_final_models_pretraining(variant, shares):
     assert shares_final_pretraining(variant) is shares
+
+
+# --- one source of truth for the defaults -----------------------------------------------------
+
+
+def schema_defaults(node: dict) -> dict:
+    return {key: prop.get("default") for key, prop in node["properties"].items()}
+
+
+def test_the_settings_classes_default_to_the_schemas_values():
+    props = SCHEMA["properties"]
+    for cls, section in ((ViTConfig, "model"), (TrainConfig, "training")):
+        defaults = schema_defaults(props[section])
+        ours = cls().to_dict()
+        for key, value in defaults.items():
+            assert ours[key] == value, f"{cls.__name__}.{key} {ours[key]!r}, schema {value!r}"
+        # every setting of the class is a config key (or one the model fixes itself)
+        assert set(ours) - set(defaults) <= {"in_channels", "num_classes", "image_size"}
+    assert ViTConfig().image_size == props["preprocess"]["properties"]["image_size"]["default"]
+
+
+def assert_is_default(value, prop: dict, where: str) -> None:
+    if isinstance(value, dict) and "properties" in prop:
+        for key, inner in value.items():
+            assert key in prop["properties"], f"{where}.{key} is no key of the schema"
+            assert_is_default(inner, prop["properties"][key], f"{where}.{key}")
+    else:
+        assert value == prop.get("default"), f"{where}: {value!r}, schema {prop.get('default')!r}"
+
+
+def test_config_yaml_holds_the_schemas_defaults():
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert_is_default(config, SCHEMA, "config")
+
+
+def test_every_key_of_the_schema_has_a_description_and_a_default():
+    def walk(node: dict, where: str):
+        for key, prop in node.get("properties", {}).items():
+            name = f"{where}{key}"
+            assert isinstance(prop.get("description"), str), f"{name}: no description"
+            assert "default" in prop, f"{name}: no default"
+            if prop.get("type") == "object":
+                walk(prop, f"{name}.")
+
+    walk(SCHEMA, "")
+
+
+# --- each config's size, as config/README.md states it -----------------------------------------
+
+
+def readme_trainings() -> dict[str, str]:
+    """The first column (the --configfile files) and the trainings column of the configs
+    table of config/README.md."""
+    lines = (REPO / "config/README.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| config files |"))
+    titles = [t.strip() for t in lines[header].strip("|").split("|")]
+    column = titles.index("trainings")
+    rows = {}
+    for line in lines[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[column]
+    return rows
+
+
+@pytest.mark.parametrize("names", SHIPPED_COMMANDS, ids=["+".join(n) for n in SHIPPED_COMMANDS])
+def test_config_readme_states_each_configs_trainings(names):
+    config = merged_config(*names)
+    validate_config(config, SCHEMA, SCHEMA_PATH)
+    counts = Plan(config).trainings()
+    stated = readme_trainings()[" + ".join(f"`{n}`" for n in names)]
+    expected = f"{counts['sweep']} + {counts['final']} + {counts['variants']}"
+    if counts["pretrainings"]:
+        expected += f" (+ {counts['pretrainings']} pretrainings)"
+    assert stated == expected

@@ -1,15 +1,15 @@
-"""The model's input from an image file and the splits read from the cache and the split table."""
+"""The model's input from an image file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from odd_images import NOT_A_SLICE, frames, not_a_slice, sideways, slice_pixels, transparent
 from PIL import Image
 
-from vitct.data import load_grey, load_splits, save_cache
+from vitct.data.images import ImagePolicyError, ImageWarning, load_grey, open_grey
 
 
 def test_a_16_bit_export_gives_the_input_of_its_8_bit_copy(tmp_path):
@@ -35,21 +35,57 @@ def test_grey_input_is_identical_whatever_the_colour_mode(tmp_path: Path):
         np.testing.assert_array_equal(a, arrays[0])
 
 
-def test_splits_come_from_the_table_and_a_stale_cache_is_named(tmp_path: Path):
-    images = np.arange(4 * 2 * 2, dtype=np.uint8).reshape(4, 2, 2)
-    cache = {"x": images, "y": np.array([0, 1, 0, 1]), "paths": np.array(["a", "b", "c", "d"])}
-    save_cache(tmp_path / "images.npz", cache)
-    table = pd.DataFrame({"path": ["d", "a", "b", "c"], "split": ["train", "train", "val", "test"]})
-    table.to_csv(tmp_path / "split.tsv", sep="\t", index=False)
-    splits = load_splits(tmp_path / "images.npz", tmp_path / "split.tsv")
-    assert list(splits["train_paths"]) == ["d", "a"]  # in the table's order
-    np.testing.assert_array_equal(splits["train_x"], images[[3, 0]])
-    assert list(splits["test_y"]) == [0]
-    # A cache already loaded gives the same; a cache from another manifest says what to do.
-    assert list(load_splits(cache, tmp_path / "split.tsv")["val_paths"]) == ["b"]
-    table.loc[3, "path"] = "e"
-    table.to_csv(tmp_path / "split.tsv", sep="\t", index=False)
-    with pytest.raises(
-        ValueError, match=r"images\.npz has no row for 1 of the images \(e\.g\. e\)"
-    ):
-        load_splits(tmp_path / "images.npz", tmp_path / "split.tsv")
+# --- as a viewer shows it: orientation, transparency, frames ---------------------------------
+
+
+def test_a_file_stored_sideways_with_an_exif_orientation_is_read_upright(tmp_path: Path):
+    upright = slice_pixels()
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    png = sideways(tmp_path / "sideways.png", upright)  # lossless: the very pixels
+    assert np.array_equal(np.asarray(open_grey(png)), upright)
+    np.testing.assert_array_equal(load_grey(png, 32), load_grey(tmp_path / "upright.png", 32))
+    jpeg = sideways(tmp_path / "sideways.jpg", upright, quality=95)
+    stored = np.asarray(Image.open(jpeg).convert("L"))  # the sideways pixels as stored
+    assert stored.shape == (64, 48)
+    assert np.array_equal(np.asarray(open_grey(jpeg)), np.rot90(stored, -1))
+
+
+def test_transparent_pixels_are_black_not_the_colour_under_them_and_said(tmp_path: Path):
+    path, shown = transparent(tmp_path / "part.png", 0.2)
+    with pytest.warns(ImageWarning, match=r"partly transparent \(20% of pixels"):
+        grey = open_grey(path)
+    assert np.array_equal(np.asarray(grey), shown)
+
+
+def test_a_mostly_transparent_image_is_refused(tmp_path: Path):
+    path, _ = transparent(tmp_path / "mostly.png", 0.6)
+    with pytest.raises(ImagePolicyError, match=r"^mostly transparent \(60% of pixels\): "):
+        open_grey(path)
+
+
+@pytest.mark.parametrize("name, n", [("stack.tif", 2), ("animation.gif", 3)])
+def test_a_file_of_several_frames_is_refused(tmp_path: Path, name, n):
+    path = frames(tmp_path / name, n)
+    with pytest.raises(ImagePolicyError, match=f"^{n} frames .*export one slice per file"):
+        open_grey(path)
+
+
+# --- content that is no CT slice ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", NOT_A_SLICE)
+def test_content_that_is_no_ct_slice_is_refused_with_what_was_found(tmp_path: Path, kind):
+    not_a_slice(kind).save(tmp_path / "x.png")
+    with pytest.raises(ImagePolicyError, match="^" + NOT_A_SLICE[kind]):
+        load_grey(tmp_path / "x.png", 32)
+
+
+def test_grey_slices_in_colour_modes_and_small_colour_marks_pass(tmp_path: Path):
+    grey = slice_pixels((80, 100))
+    rgb = np.dstack([grey] * 3)
+    rgb[10:20, 10:30] = (255, 0, 0)  # a red arrow of a paper's figure: 2.5% of the pixels
+    for mode in ("RGB", "RGBA"):
+        Image.fromarray(rgb).convert(mode).save(tmp_path / f"{mode}.png")
+        Image.fromarray(grey).convert(mode).save(tmp_path / f"grey_{mode}.png")
+        for name in (f"{mode}.png", f"grey_{mode}.png"):
+            assert load_grey(tmp_path / name, 32).shape == (32, 32)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from vitct.familiarity import Distance, Familiarity, fit, flagged_share, score_and_flag
-from vitct.inference import predict_with_features
-from vitct.model import ViT
-from vitct.settings import ViTConfig
+from vitct.model.inference import predict_with_features
+from vitct.model.ood import Distance, Familiarity, fit, flagged_share, score_and_flag
+from vitct.model.settings import ViTConfig
+from vitct.model.vit import ViT
 
 
 def gaussian(n: int, seed: int, shift: float = 0.0, dim: int = 16) -> np.ndarray:
@@ -37,7 +37,8 @@ def test_a_toy_models_features_tell_another_scanner_apart():
     """An untrained ViT's pooled features already separate dark-background slices (train)
     from bright-background ones (the demo's second scanner has a bright background)."""
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=4, embed_dim=16, depth=1, heads=2))
+    size = {"image_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1, "heads": 2}
+    model = ViT(ViTConfig(**size, tokenizer="patch", pooling="cls"))
     rng = np.random.default_rng(0)
 
     def slices(n):

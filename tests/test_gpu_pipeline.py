@@ -1,6 +1,8 @@
-"""The fast parts of benchmarks/gpu_pipeline.sh: the data cache's trip in parts, the GPU slots
-the training rules declare, what `auto` does with a measured GPU, and the log line the figures
-are read from. (The script itself is run on the CPU path by hand: benchmarks/README.md.)"""
+"""The parts of benchmarks/gpu_pipeline.sh: the data cache's trip in parts, the GPU slots the
+training rules declare, the split of the pipeline into its `main` and `ablation` stages, what
+`auto` does with a measured GPU, and the files the figures are read from. The tests that run
+Snakemake are slow (pytest -m slow); the script itself is run on the CPU path by hand
+(benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from conftest import REPO, snakemake, tiny_config
+from conftest import REPO, jobs_to_run, snakemake, tiny_config, write_config
 
-from vitct import accelerator
-from vitct.train import log_device_figures
+from vitct.training import accelerator
+from vitct.training.loop import log_device_figures
 
 
 def load_benchmark(name: str):
@@ -33,21 +36,54 @@ def load_benchmark(name: str):
 gpu_bundle = load_benchmark("gpu_bundle")
 pipeline_figures = load_benchmark("pipeline_figures")
 auto_settings = load_benchmark("auto_settings")
+pipeline_stages = load_benchmark("pipeline_stages")
+
+
+# What a dry run of the whole pipeline prints of its preprocess jobs (and other lines around).
+DRY_RUN = """
+rule preprocess:
+    input: results/data/dataset/source.json, results/data/dataset/manifest.tsv
+    output: results/data/dataset/images_64px_lungs_standardise.npz
+rule preprocess:
+    output: results/data/dataset/images_224px_lungs_standardise.npz
+rule preprocess:
+    output: results/data/scanner_b/images_64px_lungs_standardise.npz
+rule partition:
+    input: results/data/dataset/manifest.tsv, results/data/dataset/images_64px_lungs_standardise.npz
+    output: results/data/partition.tsv, results/data/partition.json
+"""
+
+
+def test_the_bundle_takes_every_data_set_and_every_cache_a_run_reads():
+    assert gpu_bundle.data_targets(DRY_RUN) == [
+        "dataset/source.json",
+        "dataset/manifest.tsv",
+        "dataset/rejects.tsv",
+        "scanner_b/source.json",
+        "scanner_b/manifest.tsv",
+        "scanner_b/rejects.tsv",
+        "dataset/images_224px_lungs_standardise.npz",
+        "dataset/images_64px_lungs_standardise.npz",
+        "scanner_b/images_64px_lungs_standardise.npz",
+    ]
+    with pytest.raises(gpu_bundle.BundleError, match="no preprocess job"):
+        gpu_bundle.data_targets("rule partition:\n    output: results/data/partition.tsv\n")
 
 
 def fake_data_steps(folder: Path) -> dict:
-    """Files as the pipeline's data steps write them, and the record `make` keeps of them."""
-    folder.mkdir(parents=True)
-    (folder / "source.json").write_text(json.dumps({"root": "/raw", "counts": {"COVID": 3}}))
-    (folder / "manifest.tsv").write_text("path\tlabel\nCOVID/a.png\t1\n")
-    (folder / "rejects.tsv").write_text("path\treason\n")
+    """Files as the pipeline's data steps write them (the training source and one external set,
+    each in its folder of results/data), and the record `make` keeps of them."""
     rng = np.random.default_rng(0)
-    np.savez(
-        folder / "images_32px_none_raw.npz", x=rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
-    )
-    np.savez(folder / "grey_histograms.npz", h=rng.random((3, 32)))
-    names = ["source.json", "manifest.tsv", "rejects.tsv", "images_32px_none_raw.npz"]
-    names.append("grey_histograms.npz")
+    names = []
+    for data_set in ("dataset", "scanner_b"):
+        (folder / data_set).mkdir(parents=True)
+        receipt = {"root": "/raw", "counts": {"COVID": 3}}
+        (folder / data_set / "source.json").write_text(json.dumps(receipt))
+        (folder / data_set / "manifest.tsv").write_text("path\tlabel\nCOVID/a.png\t1\n")
+        (folder / data_set / "rejects.tsv").write_text("path\treason\n")
+        images = rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
+        np.savez(folder / data_set / "images_32px_none_raw.npz", x=images)
+        names += [f"{data_set}/{name}" for name in FILES]
     return {
         "made": "today",
         "data": "/raw",
@@ -56,6 +92,9 @@ def fake_data_steps(folder: Path) -> dict:
         "commit": "0" * 40,
         "files": {name: gpu_bundle.sha256_of(folder / name) for name in names},
     }
+
+
+FILES = ("source.json", "manifest.tsv", "rejects.tsv", "images_32px_none_raw.npz")
 
 
 def test_the_cache_arrives_in_parts_over_several_calls_and_unpacks_up_to_date(tmp_path: Path):
@@ -91,10 +130,10 @@ def test_the_cache_arrives_in_parts_over_several_calls_and_unpacks_up_to_date(tm
     data = results / "data"
     for name in record["files"]:
         assert (data / name).read_bytes() == (made / name).read_bytes()
-    times = {name: (data / name).stat().st_mtime for name in record["files"]}
-    assert times["source.json"] < times["manifest.tsv"] < times["images_32px_none_raw.npz"]
-    assert times["manifest.tsv"] == times["rejects.tsv"]
-    assert times["images_32px_none_raw.npz"] == times["grey_histograms.npz"]
+    for data_set in ("dataset", "scanner_b"):
+        times = {name: (data / data_set / name).stat().st_mtime for name in FILES}
+        assert times["source.json"] < times["manifest.tsv"] < times["images_32px_none_raw.npz"]
+        assert times["manifest.tsv"] == times["rejects.tsv"]
     assert "no raw image is read here" in gpu_bundle.describe(results, "origin")
     assert gpu_bundle.describe(results, "dataset") == "dataset={source: local, path: /raw}"
 
@@ -111,13 +150,15 @@ def test_a_damaged_part_is_refused_and_named(tmp_path: Path):
         gpu_bundle.unpack(bundle, tmp_path / "results")
 
 
-def test_a_cache_file_that_is_no_data_step_output_is_refused(tmp_path: Path):
+@pytest.mark.parametrize("name", ["partition.tsv", "dataset/partition.json", "dataset/x/a.npz"])
+def test_a_cache_file_that_is_no_data_step_output_is_refused(tmp_path: Path, name: str):
     made = tmp_path / "made"
     record = fake_data_steps(made)
-    (made / "split.tsv").write_text("path\tsplit\n")
-    record["files"]["split.tsv"] = gpu_bundle.sha256_of(made / "split.tsv")
+    (made / name).parent.mkdir(parents=True, exist_ok=True)
+    (made / name).write_text("path\tfold\n")
+    record["files"][name] = gpu_bundle.sha256_of(made / name)
     gpu_bundle.pack_cache(made, record, tmp_path / "cache.tar.xz")
-    with pytest.raises(gpu_bundle.BundleError, match="split.tsv"):
+    with pytest.raises(gpu_bundle.BundleError, match=name):
         gpu_bundle.unpack_cache(tmp_path / "cache.tar.xz", tmp_path / "results")
 
 
@@ -139,18 +180,109 @@ def planned_resources(dry_run: str) -> dict[str, set[str]]:
     return found
 
 
+# The final recipe pretrains; one variant shares its pretraining (it changes no model or
+# pretraining setting), the other changes the model and so pretrains on its own.
+STAGED = {
+    "final": {"overrides": {"epochs": 2, "pretrain_epochs": 1}, "threads": 1, "mem_mb": 500},
+    "ablation": {
+        "variants": {"no_augmentation": {"augment": False}, "stochastic_depth": {"drop_path": 0.1}}
+    },
+}
+
+
+@pytest.mark.slow
 def test_training_jobs_take_one_gpu_slot_each_and_nothing_else_does(tmp_path: Path):
-    config = tiny_config(
-        final={"overrides": {"epochs": 2, "pretrain_epochs": 1}, "threads": 1, "mem_mb": 500},
-        ablation={"variants": {"stochastic_depth": {"drop_path": 0.1}}},
+    proc = snakemake(
+        tmp_path, "--dry-run", "--resources", "gpu_slots=2", config=tiny_config(**STAGED)
     )
-    proc = snakemake(tmp_path, "--dry-run", "--resources", "gpu_slots=2", config=config)
     resources = planned_resources(proc.stdout)
-    training = {"train_sweep", "pretrain_final", "train_final", "pretrain_ablation"}
-    training.add("train_ablation")
+    training = {"train", "pretrain"}
     assert training <= set(resources)
     for rule, declared in resources.items():
         assert ("gpu_slots=1" in declared) == (rule in training), rule
+
+
+def test_the_main_stage_is_every_run_but_the_variants_and_no_summary(tmp_path: Path):
+    config = tiny_config(**STAGED, evaluation={"folds": 2, "seeds": [0, 1]})
+    targets = pipeline_stages.stage_targets("main", write_config(tmp_path, config))
+    assert targets[:3] == ["ship_model", "baselines", "attention_maps"]
+    runs = [t.removeprefix("results/runs/").split("/") for t in targets[3:]]
+    grid = {recipe for recipe, *_ in runs} - {"final"}
+    assert len(grid) == 4 and all("patch_size~" in r and "heads~" in r for r in grid)
+    assert not {recipe for recipe, *_ in runs} & set(STAGED["ablation"]["variants"])
+    assert {name for recipe, *_, name in runs if recipe in grid} == {"train_metrics.json"}
+    assert sorted((fold, seed) for recipe, fold, seed, _ in runs if recipe in grid) == sorted(
+        4 * [("fold0", "seed0"), ("fold1", "seed0")]  # nested: the grid in each fold
+    )
+    final = sorted((fold, seed, name) for recipe, fold, seed, name in runs if recipe == "final")
+    folds = [(f, s, "predictions.tsv") for f in ("fold0", "fold1") for s in ("seed0", "seed1")]
+    assert final == [("all", "seed0", "predictions.tsv"), *folds]
+    assert pipeline_stages.stage_targets("ablation", tmp_path / "config.yaml") == ["all"]
+
+
+@pytest.mark.slow
+def test_main_then_ablation_leaves_the_variants_and_the_summaries_to_the_second(tmp_path: Path):
+    """The stages as gpu_pipeline.sh runs them, and the figures it gathers after each."""
+    config = tiny_config(**STAGED)
+    targets = pipeline_stages.stage_targets("main", write_config(tmp_path, config))
+    snakemake(tmp_path, *targets)
+    # What is left is the ablation: the variants' runs (one shares the final recipe's
+    # pretraining, the other pretrains), then the summaries and the report.
+    left = jobs_to_run(tmp_path)
+    assert left == {"pretrain": 1, "train": 2, "score": 2, "summarise": 1, "report": 1, "all": 1}
+    main = pipeline_figures.summarise(tmp_path / "results", tmp_path / "main", None)
+    stages = set(main["stages_window_s"])
+    assert {"data", "sweep", "final", "pretrain", "score", "baselines", "attention_maps"} <= stages
+    assert not stages & {"variants", "summaries"}
+    assert main["sweep"]["jobs"] == 4 and main["sweep"]["training_images"] > 0
+    assert main["sweep"]["gpu"].startswith("no GPU samples")
+    assert main["final"]["shipped_run"] == "runs/final/all/seed0"
+    assert main["final"]["locked_test"]["n"] > 0
+    assert main["headline"] is None and main["ablation"] is None
+
+    snakemake(tmp_path, "all")
+    assert jobs_to_run(tmp_path) == {}
+    after = pipeline_figures.summarise(tmp_path / "results", tmp_path / "ablation", None)
+    assert {"variants", "summaries"} <= set(after["stages_window_s"])
+    headline = json.loads((tmp_path / "results/summary/headline.json").read_text())
+    shipped = after["headline"]["shipped_test"]
+    assert shipped["accuracy"] == headline["shipped"]["test"]["accuracy"]
+    assert shipped["accuracy"] == pytest.approx(main["final"]["locked_test"]["accuracy"])
+    assert {row["variant"] for row in after["ablation"]} == {
+        "final",
+        *STAGED["ablation"]["variants"],
+    }
+    stages = pd.read_csv(tmp_path / "ablation" / "stage_times.tsv", sep="\t")
+    variants = stages[stages.stage == "variants"].job
+    assert sorted(variants) == [
+        "train/no_augmentation/all/seed0.tsv",
+        "train/stochastic_depth/all/seed0.tsv",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("job", "stage"),
+    [
+        ("fetch_data/dataset.tsv", "data"),
+        ("build_manifest/scanner_b.tsv", "data"),
+        ("preprocess/dataset_64px_lungs_standardise.tsv", "data"),
+        ("partition.tsv", "data"),
+        ("train/patch_size~8_heads~1_dropout~0.1/fold3/seed0.tsv", "sweep"),
+        ("train/final/all/seed0.tsv", "final"),
+        ("train/final/fold0/seed1.tsv", "final"),
+        ("train/no_pretraining/all/seed0.tsv", "variants"),
+        ("pretrain/final/all/seed0.tsv", "pretrain"),
+        ("score/depth_6/all/seed0.tsv", "score"),
+        ("baselines.tsv", "baselines"),
+        ("summarise.tsv", "summaries"),
+        ("report.tsv", "summaries"),
+        ("attention_maps.tsv", "attention_maps"),
+        ("ship_model.tsv", "ship_model"),
+        ("predict/scans.tsv", "predict"),
+    ],
+)
+def test_each_benchmark_file_belongs_to_its_stage(job: str, stage: str):
+    assert pipeline_figures.stage_of(job) == stage
 
 
 def test_profile_gpu_sets_the_slots_and_the_script_overrides_them():
@@ -158,6 +290,9 @@ def test_profile_gpu_sets_the_slots_and_the_script_overrides_them():
     assert re.search(r"^resources:\n  gpu_slots: \d+$", profile, re.M)
     script = (REPO / "benchmarks" / "gpu_pipeline.sh").read_text()
     assert "--profile profiles/gpu" in script and '--resources gpu_slots="$slots"' in script
+    assert "benchmarks/pipeline_stages.py" in script  # the stages' targets
+    # before every option: --config and --resources would take them as more of their values
+    assert '-m snakemake "${targets[@]}" --profile' in script
 
 
 def test_auto_follows_a_measured_gpu_and_the_user_overrides_it():
@@ -186,12 +321,15 @@ def test_auto_settings_decide_from_the_measured_seconds(tmp_path: Path):
 def test_the_figures_line_of_a_training_run_is_what_the_collector_reads(tmp_path: Path, caplog):
     with caplog.at_level(logging.INFO):
         log_device_figures([12.5, 2.0, 2.25, 2.5], torch.device("cpu"))
-    (tmp_path / "sweep").mkdir()
-    (tmp_path / "sweep" / "job.log").write_text(caplog.text)
+    folder = tmp_path / "runs" / "patch_size~8_heads~1" / "fold0" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "train.log").write_text(caplog.text)
+    (tmp_path / "partition.log").write_text("no figures here\n")
     table = pipeline_figures.training_jobs(tmp_path)
     assert table.to_dict(orient="records") == [
         {
-            "log": "sweep/job.log",
+            "log": "runs/patch_size~8_heads~1/fold0/seed0/train.log",
+            "stage": "sweep",
             "first_epoch_s": 12.5,
             "later_epochs_median_s": 2.25,
             "first_minus_later_s": 10.25,

@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_IMAGES, snakemake, tiny_config
+from odd_images import NOT_A_SLICE, frames, not_a_slice, sideways, slice_pixels, transparent
 from PIL import Image
 
-from vitct.data import MIN_IMAGE_SIDE
-from vitct.manifest import DataLayoutError, build_manifest
-from vitct.synthetic import generate
+from vitct.data.images import MIN_IMAGE_SIDE
+from vitct.data.manifest import DataLayoutError, build_manifest
+from vitct.data.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +77,9 @@ def test_pipeline_keeps_going_past_bad_files(clean_folder: Path, tmp_path: Path)
     root = with_bad_files(clean_folder, tmp_path / "data")
     config = tiny_config(dataset={"source": "local", "path": str(root)})
     snakemake(tmp_path / "run", TINY_IMAGES, config=config)
-    rejects = pd.read_csv(tmp_path / "run/results/data/rejects.tsv", sep="\t")
+    rejects = pd.read_csv(tmp_path / "run/results/data/dataset/rejects.tsv", sep="\t")
     assert len(rejects) == 3
-    log = (tmp_path / "run/results/logs/build_manifest.log").read_text()
+    log = (tmp_path / "run/results/logs/build_manifest/dataset.log").read_text()
     assert "rejected COVID/truncated.png: cannot decode" in log
 
 
@@ -88,18 +89,18 @@ def test_empty_class_folder_fails_clearly_and_keeps_earlier_results(clean_folder
     shutil.copytree(clean_folder, root)
     workdir = tmp_path / "run"
     config = tiny_config(dataset={"source": "local", "path": str(root)})
-    snakemake(workdir, "results/data/split.tsv", config=config)
-    split_before = (workdir / "results/data/split.tsv").read_bytes()
+    snakemake(workdir, "results/data/partition.tsv", config=config)
+    partition_before = (workdir / "results/data/partition.tsv").read_bytes()
     for f in (root / "non-COVID").iterdir():
         f.unlink()
-    proc = snakemake(workdir, "results/data/split.tsv", config=config, check=False)
+    proc = snakemake(workdir, "results/data/partition.tsv", config=config, check=False)
     assert proc.returncode != 0
     console = proc.stdout + proc.stderr
     assert "class folder" in console and "non-COVID" in console and "is empty" in console
     assert "Traceback" not in console
     # The receipt of the failed fetch is gone, so nothing downstream takes the data as complete;
-    # what was computed before (the split of the earlier data) is still there.
-    assert (workdir / "results/data/split.tsv").read_bytes() == split_before
+    # what was computed before (the partition of the earlier data) is still there.
+    assert (workdir / "results/data/partition.tsv").read_bytes() == partition_before
 
 
 def reasons(root: Path) -> dict[str, str]:
@@ -120,10 +121,11 @@ def test_a_broken_link_gets_a_rejects_row(folder):
 def test_images_outside_the_size_policy_are_rejected_with_the_reason(folder, monkeypatch):
     Image.new("L", (1, 1), 128).save(folder / "COVID" / "dot.png")
     Image.new("L", (MIN_IMAGE_SIDE - 1, 200), 128).save(folder / "non-COVID" / "sliver.png")
-    Image.new("L", (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE), 128).save(folder / "COVID" / "small.png")
+    small = slice_pixels((MIN_IMAGE_SIDE, MIN_IMAGE_SIDE))  # not blank: the size is on trial
+    Image.fromarray(small).save(folder / "COVID" / "small.png")
     # Over the limit by a little, below PIL's own default (89 Mpx) that once let 144 Mpx in:
     # the limit is lowered here so that the test image stays small.
-    monkeypatch.setattr("vitct.data.MAX_IMAGE_PIXELS", 300 * 300)
+    monkeypatch.setattr("vitct.data.images.MAX_IMAGE_PIXELS", 300 * 300)
     Image.new("L", (301, 300), 128).save(folder / "non-COVID" / "huge.png")
     found = reasons(folder)
     assert found["COVID/dot.png"] == "image too small: 1x1 pixels, under 16 on a side (no CT slice)"
@@ -142,7 +144,7 @@ def test_an_extra_class_folder_is_named_in_a_warning_and_its_files_rejected(fold
     shutil.copy(folder / "COVID" / "Covid (1).png", folder / "Pneumonia" / "p.png")
     shutil.copy(folder / "COVID" / "Covid (2).png", folder / "Pneumonia" / "scan 2" / "q.png")
     (folder / ".cache").mkdir()  # hidden: no warning
-    with caplog.at_level(logging.WARNING, logger="vitct.manifest"):
+    with caplog.at_level(logging.WARNING, logger="vitct.data.manifest"):
         manifest, rejects = build_manifest(folder, progress=False)
     assert [r.getMessage() for r in caplog.records] == [
         f"not used: folder(s) Pneumonia/ in {folder}; only COVID/ and non-COVID/ are classes, "
@@ -154,3 +156,78 @@ def test_an_extra_class_folder_is_named_in_a_warning_and_its_files_rejected(fold
         "non-COVID/ are)"
     }
     assert len(manifest) == 12  # the class folders' images, all of them
+
+
+def test_hidden_files_get_a_rejects_row_and_stay_out_of_the_data(folder):
+    slice_png = folder / "COVID" / "Covid (1).png"
+    shutil.copy(slice_png, folder / "COVID" / ".hidden_slice.png")
+    (folder / "COVID" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # a Mac's folder metadata
+    (folder / "non-COVID" / "._Non-Covid (1).png").write_bytes(b"\0\5\26\7")  # macOS ._ copy
+    (folder / "COVID" / ".ipynb_checkpoints").mkdir()
+    shutil.copy(slice_png, folder / "COVID" / ".ipynb_checkpoints" / "slice-checkpoint.png")
+    (folder / "Pneumonia").mkdir()
+    shutil.copy(slice_png, folder / "Pneumonia" / ".p.png")
+    manifest, rejects = build_manifest(folder, progress=False)
+    found = dict(zip(rejects.path, rejects.reason, strict=True))
+    hidden = [
+        "COVID/.hidden_slice.png",
+        "COVID/.DS_Store",
+        "non-COVID/._Non-Covid (1).png",
+        "COVID/.ipynb_checkpoints/slice-checkpoint.png",
+        "Pneumonia/.p.png",
+    ]
+    assert sorted(found) == sorted(hidden)  # every file: a manifest row or a rejects row
+    for path in hidden:
+        assert found[path].startswith("hidden file: "), found[path]
+        assert "without the leading dot to use it" in found[path]
+    assert found["COVID/.hidden_slice.png"] == (
+        "hidden file: its name starts with a dot, as system files do (.DS_Store, a macOS ._ "
+        "copy); rename it without the leading dot to use it"
+    )
+    assert len(manifest) == 12 and not manifest.path.str.contains("/[.]").any()
+
+
+def test_content_that_is_no_ct_slice_goes_to_the_rejects_with_what_was_found(folder):
+    names = {}
+    for k, kind in enumerate(NOT_A_SLICE):
+        names[kind] = f"{('COVID', 'non-COVID')[k % 2]}/{kind}.png"
+        not_a_slice(kind).save(folder / names[kind])
+    manifest, rejects = build_manifest(folder, progress=False)
+    found = dict(zip(rejects.path, rejects.reason, strict=True))
+    assert sorted(found) == sorted(names.values())
+    for kind, path in names.items():
+        assert found[path].startswith(NOT_A_SLICE[kind]), found[path]
+    assert found["COVID/all black.png"] == (
+        "blank or near-constant image: its grey levels vary by SD 0.0, under 5, around level 0 "
+        "of 255: no CT slice is so even; check the export (a 12-bit slice saved at 16 bits "
+        "reads near black: export it at 8 bits) or leave the file out"
+    )
+    assert "export the grey slice alone" in found[names["colour noise"]]
+    assert "crop" in found[names["strip"]]
+    assert len(manifest) == 12  # the synthetic slices, grey in L, RGB and RGBA files, all pass
+    assert set(manifest["mode"]) == {"L", "RGB", "RGBA"}
+
+
+def test_transparent_and_multi_frame_files_in_the_manifest(folder, caplog):
+    transparent(folder / "COVID" / "mostly.png", 0.6)
+    transparent(folder / "COVID" / "part.png", 0.2)
+    frames(folder / "non-COVID" / "stack.tif", 2)
+    frames(folder / "non-COVID" / "anim.gif", 3)
+    with caplog.at_level(logging.WARNING, logger="vitct.data.manifest"):
+        manifest, rejects = build_manifest(folder, progress=False)
+    found = dict(zip(rejects.path, rejects.reason, strict=True))
+    assert sorted(found) == ["COVID/mostly.png", "non-COVID/anim.gif", "non-COVID/stack.tif"]
+    assert found["COVID/mostly.png"].startswith("mostly transparent (60% of pixels): ")
+    assert found["non-COVID/stack.tif"].startswith("2 frames (")
+    assert found["non-COVID/anim.gif"].startswith("3 frames (")
+    # Partly transparent: used, composited onto black, and said in the log.
+    assert manifest.set_index("path").loc["COVID/part.png", "mode"] == "RGBA"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("COVID/part.png: partly transparent (20% of pixels") for m in messages)
+
+
+def test_the_manifest_gives_the_size_a_viewer_shows(folder):
+    sideways(folder / "COVID" / "sideways.jpg", slice_pixels(), quality=95)
+    manifest, _ = build_manifest(folder, progress=False)
+    row = manifest.set_index("path").loc["COVID/sideways.jpg"]
+    assert (row.width, row.height) == (64, 48)  # upright; stored as 48x64

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitct.metrics import binary_metrics, bootstrap_intervals, paired_differences
+from vitct.evaluation.metrics import binary_metrics, bootstrap_intervals, paired_differences
 
 
 def scored_images(n: int = 80, seed: int = 0):
@@ -60,7 +60,7 @@ def test_metrics_take_covid_as_positive():
 
 
 def test_paired_differences_score_both_models_on_the_same_resamples():
-    from vitct.metrics import paired_differences
+    from vitct.evaluation.metrics import paired_differences
 
     y = np.array([1, 0] * 50)
     right = y.astype(float)

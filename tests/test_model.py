@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitct.model import ViT, count_parameters
-from vitct.settings import ViTConfig
+from vitct.model.settings import ViTConfig
+from vitct.model.vit import ViT, count_parameters
 
 
 @pytest.mark.parametrize("tokenizer", ["patch", "conv"])
@@ -35,13 +35,28 @@ def test_forward_shapes_for_every_switch(tokenizer, pooling):
         torch.testing.assert_close(model(x), model.head(features))
 
 
-def test_inspection_path_gives_the_same_logits_as_the_fused_kernel():
-    model = ViT(ViTConfig(image_size=32, patch_size=8, embed_dim=16, depth=2, heads=4)).eval()
+@pytest.mark.parametrize(
+    "switches",
+    [{"tokenizer": "patch", "pooling": "cls"}, {}],  # {}: the defaults (conv stem, attention pool)
+    ids=["patch-cls", "defaults"],
+)
+def test_inspection_path_gives_the_same_logits_as_the_fused_kernel(switches):
+    cfg = ViTConfig(image_size=32, patch_size=8, embed_dim=16, depth=2, heads=4, **switches)
+    model = ViT(cfg).eval()
     x = torch.randn(4, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x, return_attention=True)[0])
 
 
 def test_original_study_model_is_small():
-    cfg = ViTConfig(image_size=224, patch_size=16, embed_dim=64, depth=3, heads=4)
+    # The original study's model: one strided conv for the patches and a class token.
+    cfg = ViTConfig(
+        image_size=224,
+        patch_size=16,
+        embed_dim=64,
+        depth=3,
+        heads=4,
+        tokenizer="patch",
+        pooling="cls",
+    )
     assert count_parameters(ViT(cfg)) < 200_000

@@ -1,12 +1,13 @@
-"""What of a slice the model sees: masks, crops and per-image grey levels (vitct.model_input)."""
+"""What of a slice the model sees: masks, crops and per-image grey levels
+(vitct.data.model_input)."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from vitct.data import load_grey
-from vitct.model_input import body_mask, lung_mask, model_input, standardised
-from vitct.synthetic import generate
+from vitct.data.images import load_grey
+from vitct.data.model_input import body_mask, lung_mask, model_input, standardised
+from vitct.data.synthetic import generate
 
 
 def ellipse(shape, centre, radii) -> np.ndarray:

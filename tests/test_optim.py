@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 from conftest import learnable_cache
 
-from vitct.model import ViT
-from vitct.optim import parameter_groups
-from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import train
+from vitct.model.settings import ViTConfig
+from vitct.model.vit import ViT
+from vitct.training.loop import train
+from vitct.training.optim import parameter_groups
+from vitct.training.settings import TrainConfig
 
+# One strided conv for the patches: every norm layer is named "norm" (a conv stem's BatchNorm
+# is not).
 TINY = {"image_size": 16, "patch_size": 4, "embed_dim": 16, "depth": 1, "heads": 2}
+TINY["tokenizer"] = "patch"
 
 
 @pytest.mark.parametrize("pooling", ["cls", "seq"])
@@ -29,10 +33,12 @@ def test_weight_decay_leaves_biases_norms_position_embeddings_and_tokens_alone(p
 
 
 def test_weight_decay_on_every_parameter_when_not_selective():
-    cfg = ViTConfig(**TINY)
+    cfg = ViTConfig(**TINY, pooling="cls")
     model = ViT(cfg)
     assert list(parameter_groups(model, 0.05, selective=False)) == list(model.parameters())
-    selective = TrainConfig(epochs=2, batch_size=16, weight_decay=0.5)
+    selective = TrainConfig(
+        epochs=2, batch_size=16, weight_decay=0.5, augment=True, cutmix=0.0, label_smoothing=0.0
+    )
     everything = TrainConfig(**{**selective.__dict__, "selective_weight_decay": False})
     _, history, _ = train(cfg, selective, learnable_cache())
     _, history_everything, _ = train(cfg, everything, learnable_cache())

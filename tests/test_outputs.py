@@ -1,5 +1,5 @@
-"""Every step's files go through vitct.outputs: a full disk or an unwritable folder ends in one
-line naming the file, the space it needed and what to do, and leaves no partial file.
+"""Every step's files go through vitct.atomic_files: a full disk or an unwritable folder ends in
+one line naming the file, the space it needed and what to do, and leaves no partial file.
 
 The disk is not really filled: the write itself is replaced by one that writes half the bytes
 and then fails as the operating system would.
@@ -20,12 +20,13 @@ import pytest
 import torch
 from conftest import REPO
 
-from vitct import outputs, step
-from vitct.checkpoint import save_atomically
-from vitct.data import save_cache
-from vitct.outputs import OutputError, write_text
-from vitct.sources import from_demo, safe_extract
-from vitct.step import UserError
+from vitct import atomic_files
+from vitct.atomic_files import OutputError, write_text
+from vitct.data.cache import save_cache
+from vitct.data.sources import from_demo, safe_extract
+from vitct.errors import UserError
+from vitct.pipeline import harness
+from vitct.training.checkpoint import save_atomically
 
 FAILURES = {
     "full disk": (errno.ENOSPC, "No space left on device", "is full"),
@@ -45,7 +46,7 @@ def failing_disk(request, monkeypatch):
             f.write(bytes(data)[: len(data) // 2])
         raise OSError(code, text, str(path))
 
-    monkeypatch.setattr(outputs, "_write_file", write_half)
+    monkeypatch.setattr(atomic_files, "_write_file", write_half)
     return text, advice
 
 
@@ -80,7 +81,7 @@ def test_a_step_that_hits_a_full_disk_fails_with_one_line(failing_disk, tmp_path
     text, advice = failing_disk
     job = SimpleNamespace(log=[str(tmp_path / "fetch.log")], rule="fetch_data", threads=1)
     with pytest.raises(SystemExit) as stopped:
-        step.run(job, lambda snakemake: from_demo(tmp_path / "demo", 4, seed=0))
+        harness.run(job, lambda snakemake: from_demo(tmp_path / "demo", 4, seed=0))
     assert stopped.value.code == 1
     console = capsys.readouterr().err
     assert "vitct: rule 'fetch_data' failed: OutputError: cannot write" in console
@@ -90,14 +91,15 @@ def test_a_step_that_hits_a_full_disk_fails_with_one_line(failing_disk, tmp_path
 
 
 def test_a_library_write_that_fails_on_a_full_disk_is_said_the_same_way(tmp_path, capsys):
-    """The safety net in step.run, for a file written by a library and not through outputs."""
+    """The safety net in harness.run, for a file written by a library and not through
+    atomic_files."""
 
     def main(snakemake):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "figure.png"))
 
     job = SimpleNamespace(log=[str(tmp_path / "job.log")], rule="report", threads=1)
     with pytest.raises(SystemExit):
-        step.run(job, main)
+        harness.run(job, main)
     console = capsys.readouterr().err
     assert f"cannot write '{tmp_path / 'figure.png'}': the disk holding" in console
     assert "Traceback" not in console
@@ -122,8 +124,8 @@ def test_a_zip_that_cannot_be_unpacked_on_a_full_disk_is_not_told_to_fetch_again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zip"]
 
 
-# Calls that write a file themselves, so their failures would bypass vitct.outputs; writing to
-# the render's file object (`f`) or building text in memory is what outputs expects.
+# Calls that write a file themselves, so their failures would bypass vitct.atomic_files; writing
+# to the render's file object (`f`) or building text in memory is what atomic_files expects.
 DIRECT_WRITES = [
     (r"\.write_text\(|\.write_bytes\(", "Path.write_text/write_bytes"),
     (r"\bsave_file\(", "safetensors save_file"),
@@ -136,17 +138,42 @@ DIRECT_WRITES = [
 ]
 
 
-def test_every_step_writes_through_vitct_outputs():
-    files = [*(REPO / "src/vitct").glob("*.py"), *(REPO / "workflow/scripts").glob("*.py")]
+def test_every_step_writes_through_vitct_atomic_files():
+    files = [*(REPO / "src/vitct").rglob("*.py"), *(REPO / "workflow/scripts").glob("*.py")]
+    assert REPO / "src/vitct/training/checkpoint.py" in files  # the sub-packages are searched
     found = []
     for path in files:
-        if path.name == "outputs.py":
+        if path == REPO / "src/vitct/atomic_files.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             for pattern, what in DIRECT_WRITES:
-                if re.search(pattern, line) and "log_path" not in line:  # step.run's own log
+                if re.search(pattern, line) and "log_path" not in line:  # harness.run's log
                     found.append(f"{path.relative_to(REPO)}:{number}: {what}: {line.strip()}")
-    assert not found, "write these through vitct.outputs:\n" + "\n".join(found)
+    assert not found, "write these through vitct.atomic_files:\n" + "\n".join(found)
+
+
+def test_a_read_only_disk_names_the_target_not_the_internal_partial_file(tmp_path, monkeypatch):
+    def refuse(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def unlink(self, missing_ok=False):  # a read-only mount refuses even a missing file's unlink
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(atomic_files, "_write_file", refuse)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OutputError) as failed:
+        write_text(tmp_path / "out.csv", "x")
+    message = str(failed.value)
+    assert f"cannot write '{tmp_path / 'out.csv'}'" in message and "read-only" in message.lower()
+    assert ".partial" not in message
+
+
+def test_a_folder_in_the_way_is_named_not_blamed_on_the_disk(tmp_path):
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(OutputError) as failed:
+        write_text(tmp_path / "adir", "x")
+    message = str(failed.value)
+    assert f"'{tmp_path / 'adir'}' is a folder" in message and "Check the disk" not in message
 
 
 def test_a_device_target_is_written_to_not_replaced():

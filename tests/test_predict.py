@@ -6,9 +6,13 @@ their predictions. URLs are served by a local http.server on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -20,18 +24,33 @@ import pandas as pd
 import pytest
 import torch
 from conftest import (
+    VITCT,
     rewrite_header,
     vitct,
 )
 from PIL import Image
 
-from vitct import cli
-from vitct.artifact import ArtifactError, save_artifact
-from vitct.data import CLASS_NAMES, MAX_IMAGE_PIXELS, load_grey, normalise
-from vitct.familiarity import Distance, Familiarity
-from vitct.model import ViT
-from vitct.predict import COLUMNS, DemoModelWarning, NoFamiliarityWarning, load_model
-from vitct.settings import ViTConfig
+from vitct import atomic_files, cli
+from vitct.data.classes import CLASS_NAMES
+from vitct.data.images import MAX_IMAGE_PIXELS, load_grey
+from vitct.model.artifact import ArtifactError, save_artifact
+from vitct.model.input_tensors import normalise
+from vitct.model.ood import Distance, Familiarity
+from vitct.model.settings import ViTConfig
+from vitct.model.vit import ViT
+from vitct.prediction.predictor import COLUMNS, DemoModelWarning, NoFamiliarityWarning, load_model
+
+# A tiny model with one strided conv for the patches and a class token, as the files these tests
+# were written for (the defaults are a conv stem and attention pooling now).
+TINY_MODEL = {
+    "image_size": 16,
+    "patch_size": 8,
+    "embed_dim": 8,
+    "depth": 1,
+    "heads": 2,
+    "tokenizer": "patch",
+    "pooling": "cls",
+}
 
 
 def reference(threshold: float) -> Familiarity:
@@ -44,7 +63,7 @@ def reference(threshold: float) -> Familiarity:
 def model_path(tmp_path_factory) -> Path:
     """A tiny untrained model file: fast, and enough to test everything but accuracy."""
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
     pre = {"image_size": 16, "mean": 0.45, "std": 0.25}
     save_artifact(path, model, preprocessing=pre, familiarity=reference(1e6))
@@ -360,36 +379,36 @@ def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
     assert bad.stderr.startswith("vitct: ") and "not a readable vitct model file" in bad.stderr
 
 
-@pytest.mark.parametrize("module", ["vitct.predict", "vitct.inference", "vitct.attention"])
-def test_inference_does_not_import_the_training_loop(module):
+@pytest.mark.parametrize(
+    "module", ["vitct.prediction.predictor", "vitct.model.inference", "vitct.model.attention"]
+)
+def test_inference_does_not_import_the_training_package(module):
+    code = f"import sys, {module}; print([m for m in sys.modules if m.startswith('vitct.train')])"
     loaded = subprocess.run(
-        [sys.executable, "-c", f"import sys, {module}; print('vitct.train' in sys.modules)"],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
-    assert loaded == "False", f"importing {module} imports vitct.train"
+    assert loaded == "[]", f"importing {module} imports {loaded}"  # not even vitct.training.loop
 
 
 def test_predict_applies_the_same_size_policy(tmp_path):
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     pre = {"image_size": 16, "mean": 0.4, "std": 0.2}
     save_artifact(tmp_path / "m.safetensors", model, pre, reference(1e6))
     Image.new("L", (1, 1), 128).save(tmp_path / "dot.png")
     table = load_model(tmp_path / "m.safetensors").predict(tmp_path / "dot.png")
     assert table.error[0] == "image too small: 1x1 pixels, under 16 on a side (no CT slice)"
-    assert MAX_IMAGE_PIXELS == 50_000_000  # the one limit, in data.py, for both
+    assert MAX_IMAGE_PIXELS == 50_000_000  # the one limit, in vitct.data.images, for both
 
 
 def test_predict_warns_when_the_model_was_trained_on_demo_data(tmp_path, capsys):
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     path = tmp_path / "demo.safetensors"
     pre = {"image_size": 16, "mean": 0.4, "std": 0.2}
     never = reference(1e6)
     save_artifact(path, model, pre, never, data={"source": "demo", "real_data": False})
-    Image.fromarray(np.full((20, 20), 100, np.uint8)).save(tmp_path / "scan.png")
+    noise_png(tmp_path / "scan.png")
     with pytest.warns(DemoModelWarning, match="trained on the synthetic demo data"):
         load_model(path)
     assert cli.main(["predict", str(path), str(tmp_path / "scan.png")]) == 0
@@ -423,7 +442,7 @@ def test_ood_score_comes_from_the_same_single_forward_pass(predictor, tmp_path, 
 
 def test_cli_names_the_flagged_images_on_stderr(tmp_path, capsys):
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     path = tmp_path / "strict.safetensors"
     save_artifact(path, model, {"image_size": 16, "mean": 0.4, "std": 0.2}, reference(1e-9))
     scans = [noise_png(tmp_path / f"scan{k}.png", seed=k) for k in range(5)]
@@ -441,7 +460,7 @@ def test_cli_names_the_flagged_images_on_stderr(tmp_path, capsys):
 
 def test_a_model_file_without_a_reference_still_predicts_and_says_so_once(tmp_path, capsys):
     torch.manual_seed(0)
-    model = ViT(ViTConfig(image_size=16, patch_size=8, embed_dim=8, depth=1, heads=2))
+    model = ViT(ViTConfig(**TINY_MODEL))
     path = tmp_path / "old.safetensors"
     save_artifact(path, model, {"image_size": 16, "mean": 0.4, "std": 0.2})
     scans = [noise_png(tmp_path / f"scan{k}.png", seed=k) for k in range(2)]
@@ -455,3 +474,202 @@ def test_a_model_file_without_a_reference_still_predicts_and_says_so_once(tmp_pa
     assert err.count("\n") == 1 and "carries no familiarity reference" in err
     lines = out.read_text().splitlines()
     assert lines[0].endswith(",ood_score,unfamiliar") and lines[1].endswith(",,")
+
+
+def test_a_file_url_is_read_as_the_local_path(predictor, tmp_path, good):
+    (tmp_path / "scans").mkdir()
+    noise_png(tmp_path / "scans" / "a.png")
+    table = predictor.predict([good.as_uri(), (tmp_path / "scans").as_uri(), str(good)])
+    assert (table.error == "").all(), table.error.tolist()
+    assert table.path.tolist() == [good.as_uri(), str(tmp_path / "scans" / "a.png"), str(good)]
+    assert table.prob_covid.nunique() == 1  # the same pixels, however they were named
+    other_host = f"file://scanner.example{good}"
+    assert "give the path itself" in bad_error(predictor, other_host, good)
+
+
+# --- an output that cannot be written -----------------------------------------------------------
+
+
+def refuse_to_load(monkeypatch) -> None:
+    """An unwritable output must be found before the model is loaded (and any image decoded)."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(cli, "load_model", load)
+
+
+def os_refuses(monkeypatch, code: int, when=lambda path: True) -> None:
+    """Writes of the files `when` picks fail as the operating system would, with errno code."""
+    real = atomic_files._write_file
+
+    def write(path, data):
+        if when(Path(path)):
+            raise OSError(code, os.strerror(code), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(atomic_files, "_write_file", write)
+
+
+def one_line(err: str) -> str:
+    assert err.count("\n") == 1 and err.startswith("vitct: "), err
+    assert "Traceback" not in err and ".partial" not in err, err
+    return err
+
+
+# (option, target, errno the disk answers with or None, what the message must say)
+UNWRITABLE = {
+    "-o an existing folder": ("-o", "{tmp}/adir", None, "is a folder: name a file for -o"),
+    "-o under a file": ("-o", "/proc/version/out.csv", None, "'/proc/version' is a file"),
+    "-o in a folder that refuses": ("-o", "{tmp}/out.csv", errno.EACCES, "write elsewhere"),
+    "-o on a read-only disk": ("-o", "{tmp}/new/out.csv", errno.EROFS, "read-only file system"),
+    "--attention an existing file": ("--attention", "{tmp}/good.png", None, "is a file, not a"),
+    "--attention under a file": ("--attention", "/proc/version/overlays", None, "is a file"),
+    "--attention on a read-only disk": ("--attention", "{tmp}/a", errno.EROFS, "write elsewhere"),
+}
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_an_unwritable_output_is_refused_before_any_work(
+    case, model_path, tmp_path, good, monkeypatch, capsys
+):
+    option, target, code, said = UNWRITABLE[case]
+    target = target.format(tmp=tmp_path)
+    (tmp_path / "adir").mkdir()
+    refuse_to_load(monkeypatch)
+    if code is not None:
+        os_refuses(monkeypatch, code)
+    assert cli.main(["predict", str(model_path), str(good), option, target]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    what = "the attention overlays to " if option == "--attention" else ""
+    assert one_line(err).startswith(f"vitct: cannot write {what}'{target}'") and said in err, err
+    assert "Check the disk" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "good.png"]  # nothing made
+
+
+def test_an_existing_folder_as_output_is_one_line_and_exit_2(model_path, tmp_path, good):
+    (tmp_path / "adir").mkdir()
+    run = vitct("predict", str(model_path), str(good), "-o", str(tmp_path / "adir"))
+    assert run.returncode == 2, run.stderr
+    assert one_line(run.stderr) == (
+        f"vitct: cannot write '{tmp_path / 'adir'}': it is a folder: name a file for -o "
+        f"(e.g. '{tmp_path / 'adir' / 'predictions.csv'}') and run again.\n"
+    )
+
+
+LATE = {  # errno: what the message must say (the cause, and advice that fits it)
+    errno.ENOSPC: ("is full", "free some space"),
+    errno.EACCES: ("permission denied", "write elsewhere"),
+    errno.EROFS: ("read-only file system", "write elsewhere"),
+}
+
+
+@pytest.mark.parametrize("code", LATE, ids=[errno.errorcode[c] for c in LATE])
+def test_predictions_are_kept_when_the_csv_cannot_be_written_at_the_end(
+    code, model_path, tmp_path, good, monkeypatch, capsys
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    os_refuses(monkeypatch, code, when=lambda path: "out.csv" in path.name)  # not the check
+    out = tmp_path / "out.csv"
+    argv = ["predict", str(model_path), str(good), str(tmp_path / "missing.png"), "-o", str(out)]
+    assert cli.main(argv) == 3  # not 1: the output failed, whatever the inputs did
+    stdout, err = capsys.readouterr()
+    assert stdout == "" and "Traceback" not in err and ".partial" not in err
+    line = next(x for x in err.splitlines() if x.startswith("vitct: cannot write"))
+    cause, advice = LATE[code]
+    assert f"'{out}'" in line and cause in line.lower() and advice in line.lower(), line
+    kept = Path(re.search(r"the predictions are kept in '([^']+)'", line).group(1))
+    assert kept.parent.parent == tmp_path / "tmp"
+    table = pd.read_csv(kept, keep_default_na=False)
+    assert list(table.columns) == COLUMNS and table.error.tolist() == ["", "file not found"]
+    assert "1 of 2 inputs could not be classified" in err  # still said
+    assert not out.exists()
+
+
+def test_the_csv_is_kept_when_the_overlays_cannot_be_written_at_the_end(
+    model_path, tmp_path, good, monkeypatch, capsys
+):
+    os_refuses(monkeypatch, errno.ENOSPC, when=lambda path: path.name.endswith(".png.partial"))
+    out, overlays = tmp_path / "out.csv", tmp_path / "overlays"
+    argv = ["predict", str(model_path), str(good), "-o", str(out), "--attention", str(overlays)]
+    assert cli.main(argv) == 3
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith(f"vitct: cannot write the attention overlays to '{overlays}'")
+    assert "is full" in err and "free some space" in err.lower()
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == COLUMNS and table.error.tolist() == [""]
+
+
+# --- as a viewer shows it, and content that is no CT slice (vitct.data.images, .content) -------
+
+
+def test_predict_reads_a_sideways_jpeg_as_a_viewer_shows_it(predictor, tmp_path):
+    from odd_images import sideways, slice_pixels
+
+    jpeg = sideways(tmp_path / "sideways.jpg", slice_pixels(), quality=95)
+    stored = np.asarray(Image.open(jpeg).convert("L"))  # 48 wide, 64 high: on its side
+    upright = np.ascontiguousarray(np.rot90(stored, -1))
+    table = predictor.predict([jpeg, Image.open(jpeg), upright, stored])
+    assert (table.error == "").all()
+    assert table.prob_covid[0] == table.prob_covid[1] == table.prob_covid[2]  # file, PIL, array
+    assert table.prob_covid[0] != table.prob_covid[3]  # not the sideways pixels
+
+
+def test_predict_refuses_content_that_is_no_ct_slice(predictor, model_path, tmp_path, good, capsys):
+    from odd_images import NOT_A_SLICE, not_a_slice
+
+    for kind, reason in NOT_A_SLICE.items():
+        not_a_slice(kind).save(tmp_path / f"{kind}.png")
+        assert bad_error(predictor, tmp_path / f"{kind}.png", good).startswith(reason)
+    noise = np.asarray(not_a_slice("colour noise"))  # an array takes the same path
+    assert bad_error(predictor, noise, good).startswith("colour image")
+    args = ["predict", str(model_path), str(good), str(tmp_path / "strip.png")]
+    assert cli.main([*args, "-o", str(tmp_path / "out.csv")]) == 1
+    assert "1 of 2 inputs could not be classified" in capsys.readouterr().err
+
+
+def test_predict_applies_the_transparency_and_frames_policy(predictor, tmp_path, good):
+    from odd_images import frames, transparent
+
+    from vitct.data.images import ImageWarning
+
+    mostly, _ = transparent(tmp_path / "mostly.png", 0.6)
+    assert bad_error(predictor, mostly, good).startswith("mostly transparent (60% of pixels): ")
+    assert bad_error(predictor, frames(tmp_path / "stack.tif", 2), good).startswith("2 frames (")
+    part, shown = transparent(tmp_path / "part.png", 0.2)
+    with pytest.warns(ImageWarning, match=r"part\.png: partly transparent \(20% of pixels"):
+        table = predictor.predict([part, shown])
+    assert (table.error == "").all()
+    assert table.prob_covid[0] == table.prob_covid[1]  # the slice a viewer shows
+
+
+def test_predictions_are_kept_when_stdout_cannot_be_written(model_path, tmp_path, good):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    with open("/dev/full", "w") as full:  # every write: "No space left on device"
+        run = subprocess.run(
+            [str(VITCT), "predict", str(model_path), str(good)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    assert run.returncode == 3, run.stderr
+    line = one_line(run.stderr)
+    assert line.startswith("vitct: cannot write to stdout: No space left on device;")
+    kept = Path(re.search(r"the predictions are kept in '([^']+)'", line).group(1))
+    assert kept.parent.parent == tmp_path
+    assert list(pd.read_csv(kept).columns) == COLUMNS
+
+
+def test_predictions_go_to_stdout_when_no_temporary_folder_can_hold_them(
+    model_path, tmp_path, good, monkeypatch, capsys
+):
+    monkeypatch.setattr(tempfile, "tempdir", "/proc/version")  # a file: no folder in it
+    os_refuses(monkeypatch, errno.ENOSPC, when=lambda path: "out.csv" in path.name)
+    assert cli.main(["predict", str(model_path), str(good), "-o", str(tmp_path / "out.csv")]) == 3
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == ",".join(COLUMNS) and len(out.splitlines()) == 2
+    assert one_line(err).endswith("; the predictions were written to stdout instead\n")

@@ -10,9 +10,13 @@ import pytest
 import torch
 from conftest import SMALL_VIT, scans_with_a_square, top_edge_cache
 
-from vitct.model import ViT
-from vitct.optim import NonFiniteLossError
-from vitct.pretrain import (
+from vitct.model.settings import ViTConfig
+from vitct.model.vit import ViT
+from vitct.training import loop
+from vitct.training import pretrain as pretrain_module
+from vitct.training.loop import pretrain_encoder, train
+from vitct.training.optim import NonFiniteLossError
+from vitct.training.pretrain import (
     MaskedImageModel,
     PretrainingMismatchError,
     hide_patches,
@@ -20,8 +24,14 @@ from vitct.pretrain import (
     pretrain,
     random_patch_mask,
 )
-from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import pretrain_encoder, train
+from vitct.training.settings import TrainConfig
+
+# The small ViT with one strided conv and a class token (the defaults are a conv stem and
+# attention pooling now: slower, and not what most of these tests are about).
+PATCH_VIT = {**SMALL_VIT, "tokenizer": "patch", "pooling": "cls"}
+# The supervised recipe these tests were written for: geometric augmentation, hard labels, no
+# CutMix (pretraining itself always augments and ignores the other two).
+PLAIN = {"augment": True, "cutmix": 0.0, "label_smoothing": 0.0}
 
 
 def test_patch_pixels_follow_the_tokenizers_order():
@@ -42,7 +52,7 @@ def test_a_one_patch_grid_is_refused_rather_than_a_nan_loss():
 @pytest.mark.parametrize("tokenizer", ["patch", "conv"])
 def test_hidden_patches_reach_only_the_target(tokenizer):
     """The prediction may not depend on the pixels it must redraw, only on the seen ones."""
-    mim = MaskedImageModel(ViT(ViTConfig(**SMALL_VIT, tokenizer=tokenizer))).eval()
+    mim = MaskedImageModel(ViT(ViTConfig(**{**PATCH_VIT, "tokenizer": tokenizer}))).eval()
     x = torch.randn(2, 1, 16, 16)
     mask = random_patch_mask(2, 4, 0.5, torch.Generator().manual_seed(0))
     pixels = mask.view(2, 1, 4, 4).repeat_interleave(4, 2).repeat_interleave(4, 3)
@@ -60,13 +70,13 @@ def test_hidden_patches_reach_only_the_target(tokenizer):
 
 def test_pretraining_lowers_the_reconstruction_loss_and_leaves_the_head_alone(caplog):
     torch.manual_seed(0)
-    vit = ViT(ViTConfig(**SMALL_VIT, tokenizer="conv", pooling="seq"))
+    vit = ViT(ViTConfig(**{**SMALL_VIT, "tokenizer": "conv", "pooling": "seq"}))
     head = vit.head.weight.detach().clone()
     stem = vit.patch_embed.proj[0].weight.detach().clone()
     images = scans_with_a_square()
     cfg = TrainConfig(pretrain_epochs=15, batch_size=16, lr=3e-3)
     mean, std = images.mean() / 255, images.std() / 255
-    with caplog.at_level(logging.INFO, logger="vitct.pretrain"):
+    with caplog.at_level(logging.INFO, logger="vitct.training.pretrain"):
         losses = pretrain(vit, images, cfg, mean, std, torch.Generator().manual_seed(0))
     assert len(losses) == 15
     assert np.mean(losses[-3:]) < 0.75 * losses[0]
@@ -77,7 +87,7 @@ def test_pretraining_lowers_the_reconstruction_loss_and_leaves_the_head_alone(ca
 
 
 def test_a_diverging_pretraining_says_what_to_change():
-    vit = ViT(ViTConfig(**SMALL_VIT))
+    vit = ViT(ViTConfig(**PATCH_VIT))
     cfg = TrainConfig(pretrain_epochs=2, batch_size=16, lr=1e30, grad_clip=0.0)
     with pytest.raises(NonFiniteLossError, match="pretraining loss became .* at epoch 1: lower"):
         pretrain(vit, scans_with_a_square(), cfg, 0.2, 0.2, torch.Generator().manual_seed(0))
@@ -89,9 +99,17 @@ def test_training_with_pretraining_runs_it_first_and_still_learns(caplog):
     x[y == 1, :2, :] = 250  # class 1: a bright top edge
     cache = {"train_x": x, "train_y": y, "val_x": x, "val_y": y}
     cache["mean"], cache["std"] = x.mean() / 255, x.std() / 255
-    tcfg = TrainConfig(epochs=6, pretrain_epochs=2, batch_size=16, lr=3e-3, augment=False)
+    tcfg = TrainConfig(
+        epochs=6,
+        pretrain_epochs=2,
+        batch_size=16,
+        lr=3e-3,
+        augment=False,
+        cutmix=0.0,
+        label_smoothing=0.0,
+    )
     with caplog.at_level(logging.INFO):
-        _, history, best = train(ViTConfig(**SMALL_VIT), tcfg, cache)
+        _, history, best = train(ViTConfig(**PATCH_VIT), tcfg, cache)
     text = caplog.text
     assert text.index("pretrain epoch 2/2") < text.index("epoch 1/6 loss")
     assert "on 96 images" in text  # the train and validation scans, unlabelled
@@ -100,8 +118,10 @@ def test_training_with_pretraining_runs_it_first_and_still_learns(caplog):
 
 
 def test_training_from_a_shared_pretraining_equals_pretraining_itself():
-    mcfg = ViTConfig(**{**SMALL_VIT, "dropout": 0.1, "drop_path": 0.1})
-    tcfg = TrainConfig(epochs=3, pretrain_epochs=2, batch_size=16, cutmix=0.5, prefetch=False)
+    mcfg = ViTConfig(**{**PATCH_VIT, "dropout": 0.1, "drop_path": 0.1})
+    tcfg = TrainConfig(
+        **{**PLAIN, "cutmix": 0.5}, epochs=3, pretrain_epochs=2, batch_size=16, prefetch=False
+    )
     cache = top_edge_cache()
     own_model, own_history, _ = train(mcfg, tcfg, cache)
     shared = pretrain_encoder(mcfg, tcfg, cache)
@@ -118,10 +138,7 @@ def test_training_from_a_shared_pretraining_equals_pretraining_itself():
 def _crash_after_steps(monkeypatch, n_steps, stage="pretrain"):
     """Make the n_steps+1-th optimiser step of pretraining (or of the supervised training, with
     stage="train") die, as if the job were killed there."""
-    import vitct.pretrain
-    import vitct.train
-
-    module = {"pretrain": vitct.pretrain, "train": vitct.train}[stage]
+    module = {"pretrain": pretrain_module, "train": loop}[stage]
     real_step, calls = module.optimisation_step, {"n": 0}
 
     def step(*args):
@@ -136,7 +153,7 @@ def _crash_after_steps(monkeypatch, n_steps, stage="pretrain"):
 def test_interrupted_then_resumed_pretraining_equals_an_uninterrupted_one(
     tmp_path, monkeypatch, caplog
 ):
-    mcfg = ViTConfig(**{**SMALL_VIT, "dropout": 0.1, "drop_path": 0.1})
+    mcfg = ViTConfig(**{**PATCH_VIT, "dropout": 0.1, "drop_path": 0.1})
     tcfg = TrainConfig(epochs=1, pretrain_epochs=3, batch_size=16, prefetch=False)
     cache = top_edge_cache()  # 32 train + 16 val scans: 3 steps an epoch
     whole = pretrain_encoder(mcfg, tcfg, cache)
@@ -147,7 +164,7 @@ def test_interrupted_then_resumed_pretraining_equals_an_uninterrupted_one(
         with pytest.raises(KeyboardInterrupt):
             pretrain_encoder(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
     assert len(torch.load(resume, weights_only=True)["losses"]) == 2
-    with caplog.at_level(logging.INFO, logger="vitct.pretrain"):
+    with caplog.at_level(logging.INFO, logger="vitct.training.pretrain"):
         resumed = pretrain_encoder(mcfg, tcfg, cache, resume_path=resume, run_id="r1")
     assert "resumed pretraining from" in caplog.text and "after epoch 2" in caplog.text
     assert resumed["losses"] == whole["losses"]
@@ -159,10 +176,10 @@ def test_interrupted_then_resumed_pretraining_equals_an_uninterrupted_one(
 def test_a_pretraining_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
     tcfg = TrainConfig(epochs=1, pretrain_epochs=2, batch_size=16, prefetch=False)
     resume = tmp_path / "pretrain_resume.pt"
-    pretrain_encoder(ViTConfig(**SMALL_VIT), tcfg, top_edge_cache(), resume_path=resume, run_id="a")
+    pretrain_encoder(ViTConfig(**PATCH_VIT), tcfg, top_edge_cache(), resume_path=resume, run_id="a")
     with caplog.at_level(logging.INFO):
         again = pretrain_encoder(
-            ViTConfig(**SMALL_VIT), tcfg, top_edge_cache(), resume_path=resume, run_id="b"
+            ViTConfig(**PATCH_VIT), tcfg, top_edge_cache(), resume_path=resume, run_id="b"
         )
     assert "ignoring checkpoint" in caplog.text and len(again["losses"]) == 2
     assert torch.load(resume, weights_only=True)["run_id"] == "b"  # overwritten by this run
@@ -171,8 +188,8 @@ def test_a_pretraining_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
 def _killed_training_run(tmp_path, monkeypatch, n_steps, stage):
     """A training run that pretrains for itself, killed after n_steps of `stage` with its
     checkpoints in tmp_path: (the uninterrupted run's history, resume() -> resumed history)."""
-    mcfg = ViTConfig(**SMALL_VIT)
-    tcfg = TrainConfig(epochs=2, pretrain_epochs=2, batch_size=16, prefetch=False)
+    mcfg = ViTConfig(**PATCH_VIT)
+    tcfg = TrainConfig(**PLAIN, epochs=2, pretrain_epochs=2, batch_size=16, prefetch=False)
     cache = top_edge_cache()
     _, whole, _ = train(mcfg, tcfg, cache)
     resume = tmp_path / "resume.pt"
@@ -211,8 +228,8 @@ def test_a_resumed_training_drops_a_pretraining_checkpoint_left_behind(tmp_path,
 def test_a_pretraining_made_with_other_settings_is_refused(model_change, train_change, named):
     tcfg = TrainConfig(epochs=1, pretrain_epochs=1, batch_size=16, prefetch=False)
     cache = top_edge_cache()
-    shared = pretrain_encoder(ViTConfig(**SMALL_VIT), tcfg, cache)
-    mcfg = ViTConfig(**{**SMALL_VIT, **model_change})
+    shared = pretrain_encoder(ViTConfig(**PATCH_VIT), tcfg, cache)
+    mcfg = ViTConfig(**{**PATCH_VIT, **model_change})
     other = TrainConfig(**{**tcfg.__dict__, **train_change})
     with pytest.raises(PretrainingMismatchError, match=rf"\({named}.* differ\); delete them"):
         train(mcfg, other, cache, pretrained=shared)

@@ -26,11 +26,13 @@ from conftest import (
 )
 from PIL import Image
 
-from vitct.data import CLASS_DIRS, load_cache, load_grey
+from vitct.data.cache import load_cache
+from vitct.data.classes import CLASS_DIRS
+from vitct.data.images import load_grey
 
 CACHE = TINY_IMAGES
-RECEIPT = "results/data/source.json"
-FETCH_LOG = "results/logs/fetch_data.log"
+RECEIPT = "results/data/dataset/source.json"
+FETCH_LOG = "results/logs/fetch_data/dataset.log"
 STAND_IN = KAGGLE_STAND_IN
 SLUG = "plameneduardo/sarscov2-ctscan-dataset"
 KEY = "k3y-that-must-never-be-printed-0123456789"
@@ -79,7 +81,9 @@ def test_sample_folder(folder_run):
     assert info["real_data"] and info["source"] == "local"
     assert info["root"] == str(sample().resolve())
     assert info["counts"] == {"COVID": 40, "non-COVID": 40}
-    manifest = (folder_run / "results" / "data" / "manifest.tsv").read_text().splitlines()
+    manifest = (
+        (folder_run / "results" / "data" / "dataset" / "manifest.tsv").read_text().splitlines()
+    )
     assert len(manifest) == 1 + 80  # header and every image: none rejected
     cache = load_cache(folder_run / CACHE)
     assert any(a.shape == (80, 32, 32) and a.dtype == np.uint8 for a in cache.values())
@@ -111,7 +115,7 @@ def test_sample_zip_gives_the_same_model_input(prefix, folder_run, tmp_path):
     archive = sample_zip(tmp_path / "sample.zip", prefix)
     workdir = tmp_path / "run"
     snakemake(workdir, CACHE, config=local_config(archive))
-    extracted = workdir / "results" / "data" / "local" / "extracted"
+    extracted = workdir / "results" / "data" / "dataset" / "extracted"
     assert (workdir / receipt(workdir)["root"]).resolve() == (extracted / prefix).resolve()
     assert receipt(workdir)["counts"] == {"COVID": 40, "non-COVID": 40}
     zipped, folder = load_cache(workdir / CACHE), load_cache(folder_run / CACHE)
@@ -182,12 +186,12 @@ def kaggle_fetch(workdir: Path, check: bool = True):
 def test_kaggle_source(kaggle_stand_in):
     kaggle_fetch(kaggle_stand_in)
     info = receipt(kaggle_stand_in)
-    data = kaggle_stand_in / "results" / "data" / "kaggle"
+    data = kaggle_stand_in / "results" / "data" / "dataset"
     assert info["source"] == "kaggle" and info["real_data"]
     assert info["origin"] == f"Kaggle dataset {SLUG}"
     assert (kaggle_stand_in / info["root"]).resolve() == (data / "extracted").resolve()
     assert info["counts"] == {"COVID": 3, "non-COVID": 3}
-    assert sorted(p.name for p in data.iterdir()) == ["extracted"]  # the zip is not kept
+    assert sorted(p.name for p in data.iterdir()) == ["extracted", "source.json"]  # no zip kept
 
 
 KAGGLE_FAILURES = {
@@ -217,7 +221,7 @@ def test_kaggle_source_failures(case, kaggle_stand_in, monkeypatch):
     assert "vitct: rule 'fetch_data' failed: UserError: " in console
     assert message in console
     assert not (kaggle_stand_in / RECEIPT).exists()
-    data = kaggle_stand_in / "results" / "data" / "kaggle"
+    data = kaggle_stand_in / "results" / "data" / "dataset"
     assert not data.exists() or list(data.iterdir()) == []  # nothing partial left behind
     log = (kaggle_stand_in / FETCH_LOG).read_text()
     assert message in log

@@ -5,7 +5,6 @@ profile derived from profiles/slurm."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -98,36 +97,31 @@ def test_pipeline_on_slurm_matches_a_local_run(slurm_cluster, tmp_path):
     output = proc.stdout + proc.stderr
     assert "Falling back to 'sacct'" not in output  # MinJobAge is long enough for squeue
 
-    # Every sweep job was a SLURM job: its own log under .snakemake/slurm_logs, named by its
-    # SLURM job id, which the controller lists as completed.
-    logs = sorted((cluster / ".snakemake" / "slurm_logs" / "rule_train_sweep").glob("*/*.log"))
-    assert len(logs) == 4, output[-4000:]
+    # Every training (4 grid runs and the shipped model) was a SLURM job: its own log under
+    # .snakemake/slurm_logs, named by its SLURM job id, which the controller lists as completed.
+    logs = sorted((cluster / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
+    assert len(logs) == 5, output[-4000:]
     states = slurm_job_states()
     for log in logs:
         assert f"SLURM jobid {log.stem} " in output
         assert states.get(log.stem) == "COMPLETED", (log, states)
-        assert "rule train_sweep" in log.read_text()
+        assert "rule train" in log.read_text()
     # So were the other heavy steps, and the light ones (localrules) ran in Snakemake itself.
     submitted = set(re.findall(r"slurm_logs/rule_(\w+)/", output))
-    assert {"preprocess", "train_final", "evaluate", "attention_maps"} < submitted
+    assert {"preprocess", "train", "score", "baselines", "attention_maps"} < submitted
     assert not submitted & {
         "fetch_data",
         "build_manifest",
-        "split_manifest",
-        "aggregate_sweep",
+        "partition",
+        "summarise",
         "report",
+        "ship_model",
     }
 
     local = tmp_path / "local"
     snakemake(local, config=config)
-    summary = "results/sweep/summary.tsv"
-    assert (cluster / summary).read_bytes() == (local / summary).read_bytes()
-    metrics = [
-        json.loads((run / "results/final/metrics.json").read_text()) for run in (cluster, local)
-    ]
-    for m in metrics:
-        m["data"].pop("root")  # the run's own folder
-    assert metrics[0] == metrics[1]
+    for name in ("results/summary/sweep.tsv", "results/runs/final/all/seed0/predictions.tsv"):
+        assert (cluster / name).read_bytes() == (local / name).read_bytes(), name
 
 
 def test_failing_slurm_job_is_reported_with_its_log(slurm_cluster, tmp_path):
@@ -138,10 +132,11 @@ def test_failing_slurm_job_is_reported_with_its_log(slurm_cluster, tmp_path):
     proc = snakemake(workdir, "--profile", str(profile), config=config, check=False, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-4000:]
-    assert "Error in rule train_sweep" in output, output[-4000:]
-    assert "results/logs/sweep/heads~2.log" in output  # the rule's log, shown too
+    assert "Error in rule train" in output, output[-4000:]
+    # the rule's log, shown too
+    assert "results/logs/runs/heads~2/all/seed0/train.log" in output
     assert "no-such-device" in output
-    slurm_logs = list((workdir / ".snakemake" / "slurm_logs" / "rule_train_sweep").glob("*/*.log"))
+    slurm_logs = list((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
     assert len(slurm_logs) == 1
     assert str(slurm_logs[0]) in output  # the failed job's SLURM log is named
     assert slurm_job_states()[slurm_logs[0].stem] == "FAILED"

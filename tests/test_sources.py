@@ -30,10 +30,8 @@ from conftest import (
 )
 from PIL import Image
 
-from vitct.data import (
-    CLASS_DIRS,
-)
-from vitct.sources import (
+from vitct.data.classes import CLASS_DIRS
+from vitct.data.sources import (
     _redact,
     explain_kaggle_failure,
     find_class_root,
@@ -42,7 +40,7 @@ from vitct.sources import (
     from_local,
     safe_extract,
 )
-from vitct.step import UserError
+from vitct.errors import UserError
 
 SLUG = "plameneduardo/sarscov2-ctscan-dataset"
 
@@ -187,10 +185,48 @@ def test_find_class_root_skips_the_macos_shadow_tree(tmp_path):
     assert find_class_root(tmp_path) == tmp_path / "sarscov2"
 
 
+def nothing_in(work: Path) -> bool:
+    """The work folder holds no file or folder (an empty or absent one is fine)."""
+    return not work.exists() or not any(work.iterdir())
+
+
 def test_a_zip_with_a_class_missing_names_it(tmp_path):
     archive = dataset_zip(tmp_path / "data.zip", prefix="sarscov2/", classes=["COVID"])
+    work = tmp_path / "work"
     with pytest.raises(UserError, match=r"missing: non-COVID \(folders seen: \['COVID', 'sars"):
-        from_local(str(archive), tmp_path / "work", 100 * MB)
+        from_local(str(archive), work, 100 * MB)
+    assert nothing_in(work)
+
+
+def nested_zip(path: Path) -> Path:
+    """A zip that holds the dataset zip (a download of a download), not the class folders."""
+    inner = dataset_zip(path.with_name("sarscov2-ctscan-dataset.zip"))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(inner, "download/sarscov2-ctscan-dataset.zip")
+        zf.writestr("download/README.txt", "the data is in the zip")
+    inner.unlink()
+    return path
+
+
+def test_a_zip_inside_the_zip_is_named_and_nothing_is_left(tmp_path):
+    archive = nested_zip(tmp_path / "data.zip")
+    work = tmp_path / "work"
+    with pytest.raises(UserError) as failed:
+        from_local(str(archive), work, 100 * MB)
+    message = str(failed.value)
+    assert f"'{archive}' holds another archive" in message
+    assert "'download/sarscov2-ctscan-dataset.zip'" in message
+    assert "unpack" in message and "point dataset.path at" in message
+    assert str(work) not in message  # the internal folder means nothing to the user
+    assert nothing_in(work)
+
+
+def test_a_kaggle_zip_inside_the_zip_leaves_nothing(stand_in, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_KAGGLE_ZIP", str(nested_zip(tmp_path / "served-nested.zip")))
+    work = tmp_path / "work"
+    with pytest.raises(UserError, match="holds another archive.*sarscov2-ctscan-dataset.zip"):
+        from_kaggle(SLUG, work, 100 * MB)
+    assert nothing_in(work)
 
 
 @pytest.mark.parametrize("prefix", ["", "sarscov2-ctscan-dataset/"])
@@ -207,13 +243,27 @@ def test_from_local_folder_is_used_in_place(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("kind", ["missing", "not an archive"])
+BAD_PATHS = {  # what dataset.path holds: what the message must say
+    "missing": (None, "does not exist"),
+    "not an archive": (b"\x1f\x8b not a zip", "neither a folder nor a zip"),
+    "empty": (b"", r"is empty \(0 bytes\).*fetch it again"),
+    "cut zip": ("half", r"not a readable zip.*truncated: fetch it again"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_PATHS)
 def test_from_local_bad_path(kind, tmp_path):
-    path = tmp_path / "data.tar.gz"
-    if kind == "not an archive":
-        path.write_bytes(b"\x1f\x8b not a zip")
-    with pytest.raises(UserError, match="does not exist" if kind == "missing" else "neither"):
-        from_local(str(path), tmp_path / "work", MB)
+    content, message = BAD_PATHS[kind]
+    path = tmp_path / "data.zip"
+    if content == "half":
+        whole = dataset_zip(tmp_path / "whole.zip").read_bytes()
+        content = whole[: len(whole) // 2]
+    if content is not None:
+        path.write_bytes(content)
+    work = tmp_path / "work"
+    with pytest.raises(UserError, match=message):
+        from_local(str(path), work, MB)
+    assert nothing_in(work)
 
 
 # --- Kaggle through the stand-in CLI ------------------------------------------------------

@@ -1,20 +1,27 @@
 """The `vitct` command: `vitct predict MODEL INPUT...` classifies CT slices with a model file.
 
-Exit status: 0 every input classified, 1 some could not be (their rows say why in the error
-column; the others are still written), 2 the model file or the arguments are unusable. Images
-unlike the model's training data are flagged in the unfamiliar column and named on stderr; they
-do not change the exit status.
+Exit status: 0 every input classified; 1 some could not be (their rows say why in the error
+column; the others are still written); 2 the model file or the arguments are unusable, an output
+that cannot be written included (-o or --attention; checked before any work); 3 an output could
+not be written at the end (a disk that filled up meanwhile): the message says why, and where the
+predictions were kept instead. Images unlike the model's training data are flagged in the
+unfamiliar column and named on stderr; they do not change the exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
-from vitct.artifact import ArtifactError
-from vitct.predict import (
+from vitct.atomic_files import OutputError, blocking_file, check_writable
+from vitct.data.images import ImageWarning
+from vitct.model.artifact import ArtifactError
+from vitct.prediction.predictor import (
     DOWNLOAD_TIMEOUT,
     MAX_DOWNLOAD_BYTES,
     DemoModelWarning,
@@ -43,14 +50,16 @@ def _parser() -> argparse.ArgumentParser:
         help="classify CT slices as COVID / non-COVID",
         description="Classify images; writes CSV (path, predicted, prob_covid, error, ood_score, "
         "unfamiliar). Exit status 0: all classified, 1: some failed (see error column), "
-        "2: unusable model file. Images unlike the training data are named on stderr.",
+        "2: unusable model file or arguments (an output that cannot be written is found before "
+        "any work), 3: an output could not be written at the end (the message says where the "
+        "predictions were kept). Images unlike the training data are named on stderr.",
     )
     predict.add_argument("model", help="model file, e.g. results/final/model.safetensors")
     predict.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image file, folder (its image files, recursively) or http(s) URL",
+        help="image file, folder (its image files, recursively), http(s) URL or file:// URL",
     )
     predict.add_argument("-o", "--output", metavar="CSV", help="write here instead of stdout")
     predict.add_argument(
@@ -75,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    unwritable = _check_outputs(args)  # before the model loads or any image is decoded
+    if unwritable:
+        for reason in unwritable:
+            print(f"vitct: {reason} and run again.", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DemoModelWarning)
@@ -85,14 +99,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in caught:  # one line each, not Python's warning format
         print(f"vitct: warning: {warning.message}", file=sys.stderr)
-    try:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageWarning)
         table = predictor.predict(args.inputs, attention_dir=args.attention)
-        if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        write_csv(table, args.output or sys.stdout)
-    except OSError as e:  # an unwritable output file or attention folder
-        print(f"vitct: cannot write output: {e}", file=sys.stderr)
-        return 2
+    for warning in caught:  # what decoding did to an image it used (partly transparent)
+        print(f"vitct: warning: {warning.message}", file=sys.stderr)
+    # Overlays that could not be written (a disk that filled up since the check) lose nothing.
+    failed_overlays = [table.attrs["attention_error"]] if "attention_error" in table.attrs else []
+    not_written = [_explain(e, args.attention, "--attention") for e in failed_overlays]
+    if args.output:
+        try:
+            write_csv(table, args.output)
+        except OutputError as e:
+            reason = _explain(e.cause or e, args.output, "-o")
+            not_written.append(f"{reason}; {_keep(table)}")
+    else:
+        try:
+            write_csv(table, sys.stdout)
+            sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
+        except OSError as e:
+            # Python would flush the rest again at exit, and fail again, with a traceback.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            kept = _keep(table, stdout=False)
+            not_written.append(f"cannot write to stdout: {e.strerror or e}; {kept}")
     unfamiliar = unfamiliar_warning(table)
     if unfamiliar:
         print(f"vitct: warning: {unfamiliar}", file=sys.stderr)
@@ -103,8 +132,71 @@ def main(argv: list[str] | None = None) -> int:
             "column)",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    for reason in not_written:
+        print(f"vitct: {reason}", file=sys.stderr)
+    return 3 if not_written else 1 if failed else 0
+
+
+def _check_outputs(args) -> list[str]:
+    """Why each output given cannot be written (none when all can), found with a probe file."""
+    reasons = []
+    for target, option in ((args.output, "-o"), (args.attention, "--attention")):
+        if target:
+            try:
+                check_writable(target, folder=option == "--attention")
+            except OSError as e:
+                reasons.append(_explain(e, target, option))
+    return reasons
+
+
+def _explain(error: BaseException, target: str, option: str) -> str:
+    """One line: which output, why it cannot be written, and what to do about that cause."""
+    what = "the attention overlays to " if option == "--attention" else ""
+    head = f"cannot write {what}'{target}'"
+    if not isinstance(error, OSError):
+        return f"{head}: {error}"
+    code, path = error.errno, Path(target)
+    folder = path if option == "--attention" else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if option == "-o" and (code == errno.EISDIR or path.is_dir()):
+        return f"{head}: it is a folder: name a file for -o (e.g. '{path / 'predictions.csv'}')"
+    if option == "--attention" and path.exists() and not path.is_dir():
+        return f"{head}: it is a file, not a folder: name a folder for --attention"
+    blocking = blocking_file(path / "x" if option == "--attention" else path)
+    if blocking is not None or code in (errno.ENOTDIR, errno.EEXIST):
+        where = f"'{blocking}'" if blocking is not None else "a folder on its way"
+        return f"{head}: {where} is a file, not a folder: write elsewhere (another {option})"
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (
+            f"{head}: the disk holding '{folder}' is full ({error.strerror}): free some space "
+            f"there, or write elsewhere (another {option})"
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"{head}: permission denied for '{folder}': write elsewhere ({option} a folder you "
+            "can write to)"
+        )
+    if code == errno.EROFS:
+        return (
+            f"{head}: '{folder}' is on a read-only file system: write elsewhere ({option} a "
+            "folder on a writable disk)"
+        )
+    return f"{head}: {error.strerror or error} in '{folder}': write elsewhere (another {option})"
+
+
+def _keep(table, stdout: bool = True) -> str:
+    """Where the predictions went when their own output failed: a new temporary folder, or
+    stdout (unless that is what failed) when even that cannot be written."""
+    try:
+        kept = Path(tempfile.mkdtemp(prefix="vitct-predict-")) / "predictions.csv"
+        write_csv(table, kept)
+        return f"the predictions are kept in '{kept}'"
+    except (OSError, OutputError) as e:
+        if not stdout:
+            return f"they could not be kept in a temporary folder either ({e})"
+        write_csv(table, sys.stdout)
+        return "the predictions were written to stdout instead"
 
 
 if __name__ == "__main__":

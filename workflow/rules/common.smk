@@ -1,23 +1,14 @@
-import itertools
 import os
 from pathlib import Path
 
-import pandas as pd
 import yaml
-from snakemake.utils import Paramspace, min_version, validate
+from snakemake.utils import min_version
 
-from vitct.config import (
-    DEMO_EXTERNAL,
-    ConfigError,
-    check,
-    pretraining_settings,
-    run_settings,
-    schema_problems,
-    shares_final_pretraining,
-    type_command_line_text,
-)
-from vitct.model_input import INTENSITIES, MASKS
-from vitct.overlays import remove_nulled_keys
+from vitct.data.fingerprints import content_fingerprint
+from vitct.data.model_input import INTENSITIES, MASKS
+from vitct.pipeline.code_inputs import code_files
+from vitct.pipeline.config_checks import ConfigError, validate_config
+from vitct.pipeline.plan import DATASET, Plan, Run, dataset_spec, pretraining_settings
 
 min_version("8.20")
 
@@ -27,115 +18,186 @@ SCHEMA = "../schemas/config.schema.yaml"
 # either stops the run before any job, with a message naming the key.
 with open(workflow.source_path(SCHEMA)) as f:
     SCHEMA_DOC = yaml.safe_load(f)
-remove_nulled_keys(config)  # an overlay's `key: null` drops what the file below it set
-type_command_line_text(config, SCHEMA_DOC)
-problems = schema_problems(config, SCHEMA_DOC)
-if problems:
-    raise ValueError("invalid config:\n  " + "\n  ".join(problems))
-validate(config, SCHEMA)  # fills in the defaults
 try:
-    check(config, SCHEMA_DOC)
+    validate_config(config, SCHEMA_DOC, workflow.source_path(SCHEMA))
 except ConfigError as e:
     raise ValueError(f"invalid config: {e}") from None
 
+PLAN = Plan(config)
 ENV = "../../envs/vitct.yaml"
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
-
-# Imported modules are not tracked by Snakemake on their own: rules that run model code name
-# the package files they depend on as inputs, so editing them reruns those rules.
-PACKAGE = Path(workflow.basedir) / "src" / "vitct"
-
-
-def package_files(*names):
-    return [str(PACKAGE / f"{name}.py") for name in names]
-
-
-TRAINING_CODE = package_files(
-    "model",
-    "settings",
-    "train",
-    "batches",
-    "appearance",
-    "data",
-    "metrics",
-    "pretrain",
-    "optim",
-    "checkpoint",
-    "accelerator",
-    "inference",
-    "familiarity",
-)
-
-GRID = config["sweep"]["grid"]
-paramspace = Paramspace(
-    pd.DataFrame(list(itertools.product(*GRID.values())), columns=list(GRID)),
-    filename_params="*",
-)
+DATA = f"{RESULTS}/data/{{set}}"
+IMAGES = "images_{size}px_{mask}_{intensity}.npz"
+PARTITION = f"{RESULTS}/data/partition.tsv"
+RUN = f"{RESULTS}/runs/{{recipe}}/{{fold}}/seed{{seed}}"
+SHIPPED = PLAN.shipped().folder(RESULTS)
+SHIPPED_MODEL = f"{RESULTS}/model.safetensors"
+SUMMARY = f"{RESULTS}/summary"
+SWEEP_THREADS = config["sweep"]["threads"]
+FINAL_THREADS = config["final"]["threads"]
 
 
-def local_files():
-    """Every file of a local folder (or the zip itself)."""
-    dataset = config["dataset"]
-    path = Path(dataset["path"])
-    if dataset["source"] != "local" or not path.exists():
+wildcard_constraints:
+    set="[A-Za-z0-9_-]+",
+    size=r"\d+",
+    mask="|".join(MASKS),
+    intensity="|".join(INTENSITIES),
+    recipe="[A-Za-z0-9_~.+-]+",
+    fold=r"all|fold\d+",
+    seed=r"\d+",
+
+
+def code(step):
+    """The package files (and templates) a step's script imports: editing one reruns the step.
+    Snakemake tracks the script itself."""
+    script = Path(workflow.basedir) / "workflow" / "scripts" / f"{step}.py"
+    return code_files(script, Path(workflow.basedir) / "src" / "vitct")
+
+
+def run_of(wildcards):
+    return Run(wildcards.recipe, wildcards.fold, int(wildcards.seed))
+
+
+# --- the data ---------------------------------------------------------------------------------
+
+
+def local_files(wildcards):
+    """Every file of a local data set (its folder's, or the zip itself); none for a download
+    or the demo."""
+    spec = dataset_spec(config, wildcards.set)
+    path = Path(spec["path"]).expanduser()
+    if spec["source"] != "local" or not path.exists():
         return []
-    return (
-        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    )
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def data_files(wildcards):
+    """The local files as inputs, so that adding, removing or editing an image reruns its data
+    steps. Names with braces cannot be inputs (Snakemake reads them as wildcards), and a
+    broken link is no file: data_content covers both."""
+    return [str(p) for p in local_files(wildcards) if not braced(p) and p.exists()]
 
 
 def braced(path):
     return "{" in str(path) or "}" in str(path)
 
 
-SWEEP_FOLD = f"{RESULTS}/sweep/fold{{fold}}/{paramspace.wildcard_pattern}"
+def data_content(wildcards):
+    """A digest of the local files' contents (vitct.data.fingerprints), as a parameter: a file
+    replaced by another with an older time reruns the data steps too."""
+    files = [p for p in local_files(wildcards) if p.exists()]
+    if not files:
+        return ""
+    root = Path(dataset_spec(config, wildcards.set)["path"]).expanduser()
+    memo = Path(RESULTS) / "data" / wildcards.set / ".content_digests.json"
+    return content_fingerprint(root if root.is_dir() else root.parent, files, memo)
 
 
-def sweep_metrics(wildcards):
-    """Every sweep job's metrics: one per combination, or one per combination and fold."""
-    if config["sweep"]["folds"] == 1:
-        pattern = f"{RESULTS}/sweep/{{params}}/metrics.json"
-        return expand(pattern, params=paramspace.instance_patterns)
-    pattern = f"{RESULTS}/sweep/fold{{fold}}/{{params}}/metrics.json"
-    folds = range(config["sweep"]["folds"])
-    return expand(pattern, fold=folds, params=paramspace.instance_patterns)
-
-
-def local_source():
-    """Every local file is an input, so adding, removing or editing an image reruns the data
-    steps; all but those with braces in their names (see braced_local_files)."""
-    return [str(p) for p in local_files() if not braced(p)]
-
-
-def braced_local_files():
-    """Local files whose names hold braces (`Covid {1}.png`) cannot be inputs: Snakemake reads
-    braces in a file name as a wildcard, and has no way to escape them. Their size and
-    modification time are a parameter instead, so that changing one reruns the data steps too.
+def base_cache():
+    """The training source preprocessed as the config's preprocess section says (the grid's
+    images): its thumbnails and grey-level histograms, the same in every cache, are what the
+    partition and the baselines read, so another final image size does not repartition.
     """
+    pre = config["preprocess"]
+    images = IMAGES.format(
+        size=pre["image_size"], mask=pre["mask"], intensity=pre["intensity"]
+    )
+    return f"{RESULTS}/data/{DATASET}/{images}"
+
+
+def cache_of(recipe, data_set=DATASET):
+    """A data set's images preprocessed as `recipe` sees them (one cache per preprocessing)."""
+    return f"{RESULTS}/data/{data_set}/{IMAGES.format(**PLAN.preprocessing(recipe))}"
+
+
+def run_cache(wildcards):
+    return cache_of(wildcards.recipe)
+
+
+def external_caches(wildcards):
+    """Every external set, preprocessed as the run's recipe sees it."""
+    return [cache_of(wildcards.recipe, name) for name in PLAN.external]
+
+
+# --- the runs ---------------------------------------------------------------------------------
+
+
+def choice_metrics(wildcards):
+    """The grid runs whose inner-validation metrics choose a tuned recipe's combination."""
+    if not PLAN.tuned(wildcards.recipe):
+        return []
+    runs = PLAN.choice_runs(wildcards.fold)
+    return [f"{run.folder(RESULTS)}/train_metrics.json" for run in runs]
+
+
+def pretraining(wildcards):
+    """The shared pretraining the run starts from, or none (vitct.pipeline.plan)."""
+    owner = PLAN.pretraining_owner(run_of(wildcards))
+    return [] if owner is None else f"{owner.folder(RESULTS)}/pretrained.pt"
+
+
+def run_params(wildcards):
+    """What a run's step needs of the config: the sections it changes, its changes, and how
+    its combination is chosen (tuned recipes)."""
     return {
-        str(p): f"{p.stat().st_size} bytes, modified {p.stat().st_mtime_ns} ns"
-        for p in local_files()
-        if braced(p)
+        "recipe": wildcards.recipe,
+        "fold": wildcards.fold,
+        "seed": int(wildcards.seed),
+        "sections": {key: config[key] for key in ("model", "training", "preprocess")},
+        "changes": PLAN.run_changes(run_of(wildcards)),
+        "tuned": PLAN.tuned(wildcards.recipe),
+        "grid": list(config["sweep"]["grid"]),
+        "metric": config["training"]["selection_metric"],
     }
 
 
-def combination(wildcards):
-    """The grid values of one sweep job, as plain Python values (not numpy scalars)."""
-    return {
-        k: getattr(v, "item", lambda: v)()
-        for k, v in paramspace.instance(wildcards).items()
-    }
+def pretrain_params(wildcards):
+    """Only what shapes the pretraining, so that changing another setting keeps it."""
+    changes = PLAN.run_changes(run_of(wildcards))
+    return {**run_params(wildcards), **pretraining_settings(config, changes)}
 
 
-def sweep_settings(wildcards):
-    """(model, training) settings of one grid combination."""
-    return run_settings(config, combination(wildcards))
+def run_threads(wildcards):
+    return SWEEP_THREADS if not PLAN.tuned(wildcards.recipe) else FINAL_THREADS
 
 
-def defined_envvars(*names):
-    return [name for name in names if name in os.environ]
+def run_resource(key):
+    return lambda wildcards: config[
+        "final" if PLAN.tuned(wildcards.recipe) else "sweep"
+    ][key]
+
+
+def run_file(runs, name):
+    return [f"{run.folder(RESULTS)}/{name}" for run in runs]
+
+
+SPLIT = {
+    key: config["split"][key] for key in ("val", "seed", "near_duplicate_threshold")
+}
+
+
+def figure(name, caption, category):
+    return report(
+        f"{SUMMARY}/{name}.png", caption=f"../report/{caption}.rst", category=category
+    )
+
+
+# The summaries' figures: the sweep, the shipped model on the locked test, reliability on every
+# set it is scored on, and, where the config asks for them, the folds and the ablation.
+SUMMARY_FIGURES = {
+    "sweep_figure": figure("sweep", "sweep_grid", "Sweep"),
+    "confusion": figure("confusion", "confusion", "Shipped model"),
+    "roc": figure("roc", "roc", "Shipped model"),
+    "reliability": figure("reliability", "reliability", "Shipped model"),
+}
+if PLAN.cv_folds:
+    SUMMARY_FIGURES["cv_figure"] = figure("cv_runs", "cv", "Cross-validation")
+if PLAN.variants:
+    SUMMARY_FIGURES["ablation_figure"] = figure("ablation", "ablation", "Ablation")
 
 
 def predict_folder(wildcards):
@@ -147,242 +209,3 @@ def predict_folder(wildcards):
             "FOLDER}}` to the config"
         )
     return inputs[wildcards.name]
-
-
-VARIANTS = config["ablation"]["variants"]
-
-
-def ablation_overrides(wildcards):
-    """The final model's overrides with one ablation variant's changes on top."""
-    return {**config["final"]["overrides"], **VARIANTS[wildcards.variant]}
-
-
-def pretraining_file(owner, overrides):
-    """The shared masked-image pretraining a run starts from (its `pretrain_*` rule's output),
-    or none: when the run does not pretrain, or when only the sweep's result says whether it
-    does (pretrain_epochs swept and not overridden); the training job then pretrains itself.
-    """
-    if "pretrain_epochs" in GRID and "pretrain_epochs" not in overrides:
-        return []
-    if not run_settings(config, overrides)[1]["pretrain_epochs"]:
-        return []
-    return f"{RESULTS}/{owner}/pretrained.pt"
-
-
-def final_pretraining(wildcards):
-    return pretraining_file("final", config["final"]["overrides"])
-
-
-def variant_pretraining(wildcards):
-    """The final model's pretraining when the variant leaves it unchanged, else its own."""
-    variant = VARIANTS[wildcards.variant]
-    owner = (
-        "final"
-        if shares_final_pretraining(variant)
-        else f"ablation/{wildcards.variant}"
-    )
-    return pretraining_file(owner, ablation_overrides(wildcards))
-
-
-# One cache per image size, mask and intensity, written by the preprocess rule.
-IMAGE_FILE = "images_{size}px_{mask}_{intensity}.npz"
-IMAGE_CACHE = f"{RESULTS}/data/{IMAGE_FILE}"
-
-
-wildcard_constraints:
-    size=r"\d+",
-    mask="|".join(MASKS),
-    intensity="|".join(INTENSITIES),
-
-
-def preprocessing(changes):
-    """The wildcards of the images a run with these changes sees."""
-    model = run_settings(config, changes)[0]
-    return dict(
-        size=model["image_size"], mask=model["mask"], intensity=model["intensity"]
-    )
-
-
-def image_cache(changes, folder=f"{RESULTS}/data"):
-    """The preprocessed images for a run with these changes (in `folder`: an external set's
-    own): one cache per preprocessing, so a final model (or ablation variant) may see larger,
-    masked or standardised images unlike the sweep's."""
-    return f"{folder}/{IMAGE_FILE.format(**preprocessing(changes))}"
-
-
-SHORTCUT_METER = (
-    f"{RESULTS}/baseline/shortcut_meter_{{size}}px_{{mask}}_{{intensity}}.json"
-)
-SWEEP_IMAGES = image_cache({})  # the sweep, the split and the baselines
-FINAL_IMAGES = image_cache(config["final"]["overrides"])
-FINAL_SHORTCUT_METER = SHORTCUT_METER.format(
-    **preprocessing(config["final"]["overrides"])
-)
-
-
-def variant_images(wildcards):
-    return image_cache(ablation_overrides(wildcards))
-
-
-def ablation_outputs(wildcards):
-    """The ablation table and figure for the report, none when no variant is configured."""
-    if not VARIANTS:
-        return {}
-    return {
-        "ablation_table": f"{RESULTS}/ablation/ablation.tsv",
-        "ablation_figure": f"{RESULTS}/ablation/ablation.png",
-    }
-
-
-# Cross-validation: one run per (fold, seed); none when evaluation.folds is 0.
-CV_RUN = f"{RESULTS}/cv/fold{{fold}}_seed{{seed}}"
-CV_RUNS = {
-    "fold": [
-        f
-        for f in range(config["evaluation"]["folds"])
-        for _ in config["evaluation"]["seeds"]
-    ],
-    "seed": [
-        s
-        for _ in range(config["evaluation"]["folds"])
-        for s in config["evaluation"]["seeds"]
-    ],
-}
-
-
-def cv_overrides(wildcards):
-    """The final model's overrides with the run's training seed."""
-    return {**config["final"]["overrides"], "seed": int(wildcards.seed)}
-
-
-def cv_pretraining(wildcards):
-    """The seed's shared pretraining (pretrain_cv), or none when the recipe does not pretrain."""
-    return pretraining_file(f"cv/seed{wildcards.seed}", cv_overrides(wildcards))
-
-
-# The ablation's variants over the same folds and seeds.
-ABLATION_CV_RUN = f"{RESULTS}/ablation/{{variant}}/cv/fold{{fold}}_seed{{seed}}"
-ABLATION_CV_PREDICTIONS = [
-    f"{RESULTS}/ablation/{variant}/cv/fold{fold}_seed{seed}/predictions.tsv"
-    for variant in config["ablation"]["variants"]
-    for fold, seed in zip(CV_RUNS["fold"], CV_RUNS["seed"])
-    if config["ablation"]["cross_validate"]
-]
-
-
-def variant_cv_overrides(wildcards):
-    """An ablation variant's overrides with the cross-validation run's training seed."""
-    return {**ablation_overrides(wildcards), "seed": int(wildcards.seed)}
-
-
-def variant_cv_pretraining(wildcards):
-    """The seed's pretraining of the final recipe when the variant leaves it as it is, else
-    the variant's own for that seed; none when the variant does not pretrain."""
-    variant = config["ablation"]["variants"][wildcards.variant]
-    owner = f"ablation/{wildcards.variant}/cv/seed{wildcards.seed}"
-    if shares_final_pretraining(variant):
-        owner = f"cv/seed{wildcards.seed}"
-    return pretraining_file(owner, variant_cv_overrides(wildcards))
-
-
-def cv_outputs(wildcards):
-    """The cross-validation headline, tables and figure for the report (and the ablation over
-    the folds when there are variants), none without folds."""
-    if not config["evaluation"]["folds"]:
-        return {}
-    outputs = {
-        "cv_headline": f"{RESULTS}/cv/headline.json",
-        "cv_folds": f"{RESULTS}/cv/folds_summary.tsv",
-        "cv_figure": f"{RESULTS}/cv/runs.png",
-    }
-    if ABLATION_CV_PREDICTIONS:
-        outputs["cv_ablation"] = f"{RESULTS}/ablation/cv_ablation.tsv"
-    return outputs
-
-
-# External sets (evaluation.external, workflow/rules/external.smk).
-EXTERNAL = config["evaluation"]["external"]
-EXTERNAL_DIR = f"{RESULTS}/external/{{ext}}"
-
-
-def external_images(changes):
-    """Every external set's images preprocessed as a run with these changes sees them."""
-    return [image_cache(changes, f"{RESULTS}/external/{ext}") for ext in EXTERNAL]
-
-
-def cv_external_images(wildcards):
-    return external_images(config["final"]["overrides"])
-
-
-def variant_cv_external_images(wildcards):
-    return external_images(ablation_overrides(wildcards))
-
-
-def external_path(wildcards):
-    return EXTERNAL[wildcards.ext]
-
-
-def external_files(wildcards):
-    """Every file of the set (or the zip itself), so that changing one reruns its steps;
-    names with braces cannot be inputs (see braced_local_files)."""
-    path = Path(external_path(wildcards)).expanduser()
-    if not path.exists():  # a demo set (demo:b), generated
-        return []
-    files = (
-        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    )
-    return [str(p) for p in files if not braced(p)]
-
-
-def external_dataset(wildcards):
-    """The set as a local dataset, expecting no particular counts; `demo:SCANNER` is the demo
-    generator's other scanner, with other slices (the next generator seed) than the demo's.
-    """
-    path = external_path(wildcards)
-    dataset = {
-        "source": "local",
-        "path": path,
-        "max_extract_mb": config["dataset"]["max_extract_mb"],
-        "expected_counts": None,
-    }
-    if path.startswith(DEMO_EXTERNAL):
-        demo = config["dataset"]["demo"]
-        scanner = path.removeprefix(DEMO_EXTERNAL)
-        dataset.update(
-            source="demo", demo={**demo, "seed": demo["seed"] + 1, "scanner": scanner}
-        )
-    return dataset
-
-
-def variant_models(wildcards):
-    return expand(f"{RESULTS}/ablation/{{variant}}/model.safetensors", variant=VARIANTS)
-
-
-def variant_external_images(wildcards):
-    """Each variant's external images, preprocessed as that variant's input."""
-    folder = f"{RESULTS}/external/{wildcards.ext}"
-    return [
-        image_cache({**config["final"]["overrides"], **v}, folder)
-        for v in VARIANTS.values()
-    ]
-
-
-def external_outputs(wildcards):
-    """Every external set's metrics and variant table, for the report."""
-    return {
-        f"external_{name}_{kind}": f"{RESULTS}/external/{name}/{kind}.{suffix}"
-        for name in EXTERNAL
-        for kind, suffix in (
-            ("metrics", "json"),
-            ("variants", "tsv"),
-            ("reliability", "png"),
-        )
-    }
-
-
-wildcard_constraints:
-    variant="[A-Za-z0-9_-]+",
-    size="[0-9]+",
-    fold="[0-9]+",
-    seed="[0-9]+",
-    ext="[A-Za-z0-9_-]+",

@@ -1,26 +1,40 @@
+# The data: each set (the training source, `dataset`, and every external set under its own name)
+# fetched into the Kaggle layout, listed in a manifest with its rejects, and preprocessed once
+# per preprocessing a run needs; then the training source's partition into the locked test
+# split and the folds.
+
+
 # Kaggle credentials travel to the download job (on a cluster too). Declared only when set:
 # Snakemake refuses to start if a declared variable is missing, and anonymous downloads work.
 envvars:
-    *defined_envvars(
-        "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"
-    ),
+    *[
+        name
+        for name in (
+            "KAGGLE_USERNAME",
+            "KAGGLE_KEY",
+            "KAGGLE_API_TOKEN",
+            "KAGGLE_CONFIG_DIR",
+        )
+        if name in os.environ
+    ],
 
 
 rule fetch_data:
     input:
-        local=local_source(),
+        local=data_files,
+        code=code("fetch_data"),
     output:
-        receipt=f"{RESULTS}/data/source.json",
+        receipt=f"{DATA}/source.json",
     log:
-        f"{LOGS}/fetch_data.log",
+        f"{LOGS}/fetch_data/{{set}}.log",
     benchmark:
-        f"{BENCH}/fetch_data.tsv"
+        f"{BENCH}/fetch_data/{{set}}.tsv"
     conda:
         ENV
     params:
-        dataset=config["dataset"],
-        work_dir=f"{RESULTS}/data/{config['dataset']['source']}",
-        braced_files=braced_local_files(),  # only to rerun when they change
+        dataset=lambda wildcards: dataset_spec(config, wildcards.set),
+        work_dir=DATA,
+        content=data_content,  # only to rerun when an image's content changes
     script:
         "../scripts/fetch_data.py"
 
@@ -28,15 +42,20 @@ rule fetch_data:
 rule build_manifest:
     input:
         receipt=rules.fetch_data.output.receipt,
+        code=code("build_manifest"),
     output:
-        manifest=f"{RESULTS}/data/manifest.tsv",
-        rejects=f"{RESULTS}/data/rejects.tsv",
+        manifest=f"{DATA}/manifest.tsv",
+        rejects=f"{DATA}/rejects.tsv",
     log:
-        f"{LOGS}/build_manifest.log",
+        f"{LOGS}/build_manifest/{{set}}.log",
     benchmark:
-        f"{BENCH}/build_manifest.tsv"
+        f"{BENCH}/build_manifest/{{set}}.tsv"
     conda:
         ENV
+    params:
+        setting=lambda wildcards: dataset_spec(config, wildcards.set).get(
+            "setting", "dataset.path"
+        ),
     script:
         "../scripts/build_manifest.py"
 
@@ -45,13 +64,13 @@ rule preprocess:
     input:
         receipt=rules.fetch_data.output.receipt,
         manifest=rules.build_manifest.output.manifest,
-        code=package_files("data", "model_input", "neighbours", "intensity"),
+        code=code("preprocess"),
     output:
-        cache=IMAGE_CACHE,
+        cache=f"{DATA}/{IMAGES}",
     log:
-        f"{LOGS}/preprocess_{{size}}px_{{mask}}_{{intensity}}.log",
+        f"{LOGS}/preprocess/{{set}}_{{size}}px_{{mask}}_{{intensity}}.log",
     benchmark:
-        f"{BENCH}/preprocess_{{size}}px_{{mask}}_{{intensity}}.tsv"
+        f"{BENCH}/preprocess/{{set}}_{{size}}px_{{mask}}_{{intensity}}.tsv"
     conda:
         ENV
     params:
@@ -62,111 +81,25 @@ rule preprocess:
         "../scripts/preprocess.py"
 
 
-rule grey_histograms:
+# Near-duplicate groups, the locked test split and the folds; every run's inner validation
+# split is checked here too, so a part without a class stops the run before any training.
+rule partition:
     input:
-        receipt=rules.fetch_data.output.receipt,
-        manifest=rules.build_manifest.output.manifest,
-        code=package_files("data", "intensity"),
+        manifest=f"{RESULTS}/data/{DATASET}/manifest.tsv",
+        cache=base_cache(),
+        code=code("partition"),
     output:
-        histograms=f"{RESULTS}/data/grey_histograms.npz",
+        partition=PARTITION,
+        summary=f"{RESULTS}/data/partition.json",
     log:
-        f"{LOGS}/grey_histograms.log",
+        f"{LOGS}/partition.log",
     benchmark:
-        f"{BENCH}/grey_histograms.tsv"
-    conda:
-        ENV
-    script:
-        "../scripts/grey_histograms.py"
-
-
-rule split_manifest:
-    input:
-        manifest=rules.build_manifest.output.manifest,
-        cache=SWEEP_IMAGES,
-        code=package_files("split", "neighbours"),
-    output:
-        split=f"{RESULTS}/data/split.tsv",
-    log:
-        f"{LOGS}/split_manifest.log",
-    benchmark:
-        f"{BENCH}/split_manifest.tsv"
+        f"{BENCH}/partition.tsv"
     conda:
         ENV
     params:
         split=config["split"],
-    script:
-        "../scripts/split_manifest.py"
-
-
-rule baselines:
-    input:
-        cache=SWEEP_IMAGES,
-        split=rules.split_manifest.output.split,
-        grey_histograms=rules.grey_histograms.output.histograms,
-        code=package_files("neighbours", "intensity", "metrics"),
-    output:
-        baselines=f"{RESULTS}/baseline/baselines.json",
-    log:
-        f"{LOGS}/baselines.log",
-    benchmark:
-        f"{BENCH}/baselines.tsv"
-    conda:
-        ENV
-    params:
-        threshold=config["split"]["near_duplicate_threshold"],
-        strategy=config["split"]["strategy"],
-        seed=config["split"]["seed"],
-    script:
-        "../scripts/baselines.py"
-
-
-# The shortcut meter: the grey-level baseline refitted on the final model's own input (its
-# cache, after all preprocessing) and scored on the test split and every external set's cache
-# of the same preprocessing: how much of the label the grey levels of what the ViT sees carry.
-# One meter per preprocessing (the report shows the final model's); an ablation variant's is
-# a target of its own: results/baseline/shortcut_meter_{size}px_{mask}_{intensity}.json.
-rule shortcut_meter:
-    input:
-        cache=IMAGE_CACHE,
-        split=rules.split_manifest.output.split,
-        external=expand(
-            f"{RESULTS}/external/{{ext}}/{IMAGE_FILE}",
-            ext=EXTERNAL,
-            allow_missing=True,
-        ),
-        code=package_files("intensity", "metrics", "external", "neighbours"),
-    output:
-        meter=SHORTCUT_METER,
-    log:
-        f"{LOGS}/shortcut_meter_{{size}}px_{{mask}}_{{intensity}}.log",
-    benchmark:
-        f"{BENCH}/shortcut_meter_{{size}}px_{{mask}}_{{intensity}}.tsv"
-    conda:
-        ENV
-    params:
-        external=list(EXTERNAL),
-        threshold=config["split"]["near_duplicate_threshold"],
-        seed=config["split"]["seed"],
-        bootstrap=config["evaluation"]["bootstrap"],
-    script:
-        "../scripts/shortcut_meter.py"
-
-
-# Grouped, stratified folds over the images outside the test split (cross-validation).
-rule assign_folds:
-    input:
-        split=rules.split_manifest.output.split,
-        code=package_files("folds"),
-    output:
-        folds=f"{RESULTS}/cv/folds.tsv",
-    log:
-        f"{LOGS}/assign_folds.log",
-    benchmark:
-        f"{BENCH}/assign_folds.tsv"
-    conda:
-        ENV
-    params:
         folds=config["evaluation"]["folds"],
-        seed=config["split"]["seed"],
+        run_folds=PLAN.run_folds(),
     script:
-        "../scripts/assign_folds.py"
+        "../scripts/partition.py"

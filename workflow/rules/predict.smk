@@ -1,12 +1,12 @@
-# Classify new scans with the final model: `snakemake results/predictions/NAME.csv` for a folder
+# Classify new scans with the shipped model: `snakemake results/predictions/NAME.csv` for a folder
 # configured as predict.inputs.NAME. Not part of `all`: it runs only when asked for.
 
 
 rule predict:
     input:
         folder=predict_folder,
-        model=rules.train_final.output.model,
-        code=package_files("predict", "data", "artifact", "familiarity", "inference"),
+        model=SHIPPED_MODEL,
+        code=code("predict"),
     output:
         predictions=f"{RESULTS}/predictions/{{name}}.csv",
     log:

@@ -1,20 +1,10 @@
 # Before the first job: what will run, a rough time for this machine, and a warning when a
-# configuration sized for a GPU is about to train on a CPU alone (src/vitct/startup.py).
+# configuration sized for a GPU is about to train on a CPU alone (vitct.pipeline.startup).
 from collections import Counter
 
 from snakemake.logging import logger
 
-from vitct.startup import expected_images, start_up_message, training_jobs
-
-
-def job_settings(job):
-    """(model, training) settings of a training or pretraining job, as its rule builds them."""
-    name = job.rule.name
-    if name == "train_sweep":
-        return sweep_settings(job.wildcards)
-    if "ablation" in name:  # the ablation's own runs and its cross-validation runs
-        return run_settings(config, ablation_overrides(job.wildcards))
-    return run_settings(config, config["final"]["overrides"])
+from vitct.pipeline.startup import run_images, start_up_message, training_jobs
 
 
 def trains_on_cuda():
@@ -28,15 +18,17 @@ def trains_on_cuda():
 
 onstart:
     jobs = list(workflow.dag.needrun_jobs())
-    images = expected_images(config)
     work = []
     for job in jobs:
-        name = job.rule.name
-        if name.startswith(("train_", "pretrain_")):
-            pretrains = name.startswith("pretrain_") or not job.input.get(
+        if job.rule.name in ("train", "pretrain"):
+            run = run_of(job.wildcards)
+            pretrains = job.rule.name == "pretrain" or not job.input.get(
                 "pretrained"
             )
-            work += training_jobs(name, *job_settings(job), images, pretrains)
+            images = run_images(config, run.fold)
+            work += training_jobs(
+                job.rule.name, *PLAN.settings(run), images, pretrains
+            )
     summary, warning = start_up_message(
         Counter(job.rule.name for job in jobs),
         work,

@@ -1,19 +1,22 @@
-"""Per-layer, per-head attention maps, attention rollout and the patch grid on test images."""
+"""Per-layer, per-head attention maps, attention rollout and the patch grid of the shipped model
+on locked test images."""
 
 import numpy as np
 import pandas as pd
 
-from vitct import step
-from vitct.artifact import load_artifact
-from vitct.attention import attention_weights, patch_scores, rollout, to_grid
-from vitct.data import load_splits
-from vitct.figures import plot_head_maps, plot_patch_grid, plot_rollouts
+from vitct.data.cache import load_cache, rows_of
+from vitct.data.classes import CLASS_NAMES
+from vitct.evaluation.figures import plot_head_maps, plot_patch_grid, plot_rollouts
+from vitct.evaluation.scoring import TEST, read_predictions
+from vitct.model.artifact import load_artifact
+from vitct.model.attention import attention_weights, patch_scores, rollout, to_grid
+from vitct.pipeline import harness
 
 
 def pick_images(predictions: pd.DataFrame, n: int) -> list[int]:
     """Alternate correctly and wrongly classified test images, so both kinds are shown."""
-    right = list(np.flatnonzero(predictions.correct.to_numpy()))
-    wrong = list(np.flatnonzero(~predictions.correct.to_numpy()))
+    correct = ((predictions.prob_covid >= 0.5).astype(int) == predictions.label).to_numpy()
+    right, wrong = list(np.flatnonzero(correct)), list(np.flatnonzero(~correct))
     picked = []
     while len(picked) < n and (right or wrong):
         for pool in (right, wrong):
@@ -24,17 +27,20 @@ def pick_images(predictions: pd.DataFrame, n: int) -> list[int]:
 
 def main(snakemake):
     model, meta = load_artifact(snakemake.input.model)
-    cache = load_splits(snakemake.input.cache, snakemake.input.split)
-    predictions = pd.read_csv(snakemake.input.predictions)
+    cache = load_cache(snakemake.input.cache)
+    predictions = read_predictions(snakemake.input.predictions)
+    predictions = predictions[predictions.part == TEST].reset_index(drop=True)
     pre, cfg = meta["preprocessing"], model.cfg
     idx = pick_images(predictions, snakemake.params.n_images)
-    images = cache["test_x"][idx]
+    picked = predictions.iloc[idx]
+    images = cache["x"][rows_of(cache["paths"], picked.path.tolist(), snakemake.input.cache)]
     weights = attention_weights(model, images, pre["mean"], pre["std"])
     has_cls = cfg.pooling == "cls"
     heads = to_grid(patch_scores(np.stack(weights, axis=1), has_cls), cfg.grid_size)
     titles = [
-        f"{r.path}\ntrue {r.label}, predicted {r.predicted} (p={r.prob_covid:.2f})"
-        for r in predictions.iloc[idx].itertuples()
+        f"{r.path}\ntrue {CLASS_NAMES[r.label]}, predicted "
+        f"{CLASS_NAMES[int(r.prob_covid >= 0.5)]} (p={r.prob_covid:.2f})"
+        for r in picked.itertuples()
     ]
     for k, path in enumerate(snakemake.output.heads):
         if k < len(idx):
@@ -47,4 +53,4 @@ def main(snakemake):
     plot_patch_grid(images[0], cfg.patch_size, snakemake.output.patch_grid)
 
 
-step.run(snakemake, main)  # noqa: F821
+harness.run(snakemake, main)  # noqa: F821

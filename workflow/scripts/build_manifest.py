@@ -4,16 +4,15 @@ import json
 import logging
 from pathlib import Path
 
-from vitct import step
-from vitct.manifest import build_manifest, colour_mode_table
-from vitct.outputs import write_text
+from vitct.atomic_files import write_text
+from vitct.data.manifest import build_manifest, colour_mode_table
+from vitct.pipeline import harness
 
 
 def main(snakemake):
     root = json.loads(Path(snakemake.input.receipt).read_text())["root"]
     # The config key that named the folder, for the messages: an external set has its own.
-    setting = snakemake.params.get("setting", "dataset.path")
-    manifest, rejects = build_manifest(root, setting=setting)
+    manifest, rejects = build_manifest(root, setting=snakemake.params.setting)
     write_text(snakemake.output.manifest, manifest.to_csv(sep="\t", index=False))
     write_text(snakemake.output.rejects, rejects.to_csv(sep="\t", index=False))
     logging.info(
@@ -27,4 +26,4 @@ def main(snakemake):
     logging.info("colour modes per class:\n%s", colour_mode_table(manifest))
 
 
-step.run(snakemake, main)  # noqa: F821
+harness.run(snakemake, main)  # noqa: F821

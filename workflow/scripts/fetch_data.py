@@ -4,10 +4,10 @@ import json
 import logging
 from pathlib import Path
 
-from vitct import step
-from vitct.data import CLASS_DIRS
-from vitct.outputs import write_text
-from vitct.sources import from_demo, from_kaggle, from_local
+from vitct.atomic_files import write_text
+from vitct.data.classes import CLASS_DIRS
+from vitct.data.sources import from_demo, from_kaggle, from_local
+from vitct.pipeline import harness
 
 
 def _portable(path: Path) -> str:
@@ -58,4 +58,4 @@ def main(snakemake):
     write_text(snakemake.output.receipt, json.dumps(receipt, indent=2))
 
 
-step.run(snakemake, main)  # noqa: F821
+harness.run(snakemake, main)  # noqa: F821

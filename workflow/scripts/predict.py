@@ -2,8 +2,8 @@
 
 import logging
 
-from vitct import step
-from vitct.predict import load_model, unfamiliar_warning, write_csv
+from vitct.pipeline import harness
+from vitct.prediction.predictor import load_model, unfamiliar_warning, write_csv
 
 
 def main(snakemake):
@@ -25,4 +25,4 @@ def main(snakemake):
         logging.warning("could not classify %s: %s", row.path, row.error)
 
 
-step.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
+harness.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)

@@ -1,5 +1,8 @@
-"""Decode every image once: grey, resized for the model, plus a thumbnail for near-duplicate
-search and the pixel baseline. Training jobs read these arrays and never decode a PNG."""
+"""Decode every image of a data set once: its model input (grey, masked, standardised and
+resized as the preprocessing says), a thumbnail of the whole slice for near-duplicate search and
+the pixel baseline, and the grey-level histogram of the slice as decoded (the grey-level
+baseline and the out-of-distribution score). Training and scoring read these arrays and never
+decode an image."""
 
 import json
 import logging
@@ -9,11 +12,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from vitct import step
-from vitct.data import open_grey, save_cache, square
-from vitct.intensity import grey_histograms
-from vitct.model_input import model_input
-from vitct.neighbours import THUMBNAIL_SIZE
+from vitct.data.cache import save_cache
+from vitct.data.duplicates import THUMBNAIL_SIZE
+from vitct.data.histograms import grey_histograms
+from vitct.data.images import open_grey, square
+from vitct.data.model_input import model_input
+from vitct.pipeline import harness
 
 
 def main(snakemake):
@@ -49,4 +53,4 @@ def main(snakemake):
     )
 
 
-step.run(snakemake, main)  # noqa: F821
+harness.run(snakemake, main)  # noqa: F821

@@ -1,36 +1,38 @@
-"""Masked-image pretraining of the final model or an ablation variant, on its own, so that
-every run with the same pretraining settings starts from it instead of pretraining again."""
+"""Masked-image pretraining of a run, on its own, so that every run it fits (the final recipe
+and the variants that leave it as it is, on the same fold and seed) starts from it instead of
+pretraining again. It sees the run's training and inner validation images, unlabelled."""
 
 from pathlib import Path
 
-from vitct import step
-from vitct.checkpoint import pretraining_checkpoint, save_atomically
-from vitct.config import tuned_run_settings
-from vitct.data import load_splits
-from vitct.settings import TrainConfig, ViTConfig
-from vitct.train import fingerprint, pretrain_encoder
+import pandas as pd
+
+from vitct.data.cache import load_cache
+from vitct.pipeline import harness
+from vitct.pipeline.plan import step_settings
+from vitct.training.checkpoint import pretraining_checkpoint, save_atomically
+from vitct.training.loop import fingerprint
+from vitct.training.run import pretrain_run
 
 
 def main(snakemake):
-    settings = snakemake.params.settings
-    _, model_settings, train_settings = tuned_run_settings(
-        settings["base"], snakemake.input.best, settings["overrides"]
-    )
-    model_cfg = ViTConfig.from_dict(model_settings)
-    train_cfg = TrainConfig.from_dict(train_settings)
-    cache = load_splits(snakemake.input.cache, snakemake.input.split)
+    params, inputs = snakemake.params.run, snakemake.input
+    model_cfg, train_cfg, _, _ = step_settings(params, inputs.choice)
+    table = pd.read_csv(inputs.partition, sep="\t", keep_default_na=False)
     output = Path(snakemake.output.pretrained)
     # Not an output: Snakemake keeps it when the job is killed, and the rerun resumes from it.
     resume = pretraining_checkpoint(output)
-    result = pretrain_encoder(
+    result = pretrain_run(
+        load_cache(inputs.cache),
+        table,
+        params["fold"],
+        snakemake.params.split,
         model_cfg,
         train_cfg,
-        cache,
         resume_path=resume,
-        run_id=fingerprint(model_cfg, train_cfg, snakemake.input.cache, snakemake.input.split),
+        run_id=fingerprint(model_cfg, train_cfg, inputs.cache, inputs.partition),
     )
     save_atomically(result, output)
     resume.unlink(missing_ok=True)
 
 
-step.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)
+harness.run(snakemake, main)  # noqa: F821 (snakemake is injected by the script directive)

@@ -1,0 +1,58 @@
+"""Near-duplicate slices: which slices are, in effect, the same image.
+
+The public dataset has no patient ids, and one patient's neighbouring slices are almost the
+same image. Slices are compared on small thumbnails (32x32 grey, each standardised to zero mean
+and unit norm) by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+THUMBNAIL_SIZE = 32
+
+
+def embed(thumbnails: np.ndarray) -> np.ndarray:
+    """uint8 (N, s, s) -> float32 (N, s*s) rows of unit norm after removing each mean."""
+    x = thumbnails.reshape(len(thumbnails), -1).astype(np.float32)
+    x -= x.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1)
+
+
+def near_duplicate_groups(thumbnails: np.ndarray, threshold: float, block: int = 1024):
+    """Group id per image: connected components of the 'cosine >= threshold' graph, so a chain
+    of near-duplicates (slice 1 ~ slice 2 ~ slice 3) forms one group."""
+    e = embed(thumbnails)
+    rows, cols = [], []
+    for start in range(0, len(e), block):  # blocks keep memory flat on big data sets
+        sim = e[start : start + block] @ e.T
+        r, c = np.nonzero(sim >= threshold)
+        rows.append(r + start)
+        cols.append(c)
+    n = len(e)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def group_statistics(groups: np.ndarray) -> dict:
+    sizes = pd.Series(groups).value_counts()
+    return {
+        "images": int(len(groups)),
+        "groups": int(len(sizes)),
+        "singletons": int((sizes == 1).sum()),
+        "images_in_groups_of_2_or_more": int(sizes[sizes > 1].sum()),
+        "largest_group": int(sizes.max()) if len(sizes) else 0,
+    }
+
+
+def nearest_train(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each test thumbnail: index of its most similar training thumbnail, and the cosine."""
+    sim = embed(test) @ embed(train).T
+    idx = sim.argmax(axis=1)
+    return idx, sim[np.arange(len(test)), idx]
