@@ -322,7 +322,7 @@ def test_a_tuned_runs_step_builds_on_the_combination_its_choice_runs_chose(tmp_p
     }
     model, training, preprocessing, chosen = step_settings(params, choice)
     assert chosen["params"] == {"patch_size": 16, "heads": 1}
-    assert chosen["chosen_on"] == ["fold1"] and chosen["chosen_on_images"] == 80
+    assert chosen["chosen_on"] == ["fold1"] and chosen["chosen_on_images"] == 20  # the split once
     assert (model.patch_size, model.heads, model.depth, model.image_size) == (16, 1, 6, 64)
     assert (training.epochs, training.seed) == (30, 1)
     assert preprocessing == {"image_size": 64, "mask": "none", "intensity": "raw"}

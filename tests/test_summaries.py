@@ -371,7 +371,9 @@ def test_choose_recipe_reads_the_choice_runs_files_and_says_what_it_chose_on(tmp
     chosen = choose_recipe(paths, GRID, "mcc")
     assert chosen["params"] == {"patch_size": 8, "heads": 2}
     assert type(chosen["params"]["heads"]) is int  # plain Python, not numpy: JSON takes it
-    assert chosen["chosen_on"] == ["fold0", "fold1"] and chosen["chosen_on_images"] == 82
+    assert (
+        chosen["chosen_on"] == ["fold0", "fold1"] and chosen["chosen_on_images"] == 20 + 21
+    )  # each split once
     assert chosen["selection_metric"] == "val_mcc"
     json.dumps(chosen, allow_nan=False)
     with pytest.raises(ValueError, match="no grid run"):

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "any work), 3: an output could not be written at the end (the message says where the "
         "predictions were kept). Images unlike the training data are named on stderr.",
     )
-    predict.add_argument("model", help="model file, e.g. results/final/model.safetensors")
+    predict.add_argument("model", help="model file, e.g. results/model.safetensors")
     predict.add_argument(
         "inputs",
         nargs="+",

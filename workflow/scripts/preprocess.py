@@ -31,7 +31,7 @@ def main(snakemake):
         # The thumbnails (near-duplicate search, 1-NN baseline) are of the whole slice, so the
         # split is the same whatever mask or intensity the model's input has.
         thumbnails.append(square(grey, THUMBNAIL_SIZE))
-        # and the grey levels as decoded, for the familiarity reference (vitct.familiarity)
+        # and the grey levels as decoded, for the familiarity reference (vitct.model.ood)
         histograms.append(grey_histograms([np.asarray(grey)])[0])  # as data.load_input
     save_cache(
         snakemake.output.cache,

@@ -217,13 +217,13 @@ def square(grey: Image.Image, size: int) -> np.ndarray:
 
 def load_grey(source, image_size: int, mask: str = "none", intensity: str = "raw") -> np.ndarray:
     """The model input of one image file: decoded, grey, masked and standardised as the
-    preprocessing says (vitct.model_input), resized to a square uint8 array."""
+    preprocessing says (vitct.data.model_input), resized to a square uint8 array."""
     return model_input(open_grey(source), image_size, mask, intensity)
 
 
 def load_input(source, image_size: int, mask: str = "none", intensity: str = "raw"):
     """As load_grey, plus the histogram of the slice's grey levels as decoded (what the
-    familiarity reference compares, vitct.familiarity): (input, histogram)."""
+    familiarity reference compares, vitct.model.ood): (input, histogram)."""
     grey = open_grey(source)
     histogram = grey_histograms([np.asarray(grey)])[0]
     return model_input(grey, image_size, mask, intensity), histogram

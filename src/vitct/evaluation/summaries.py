@@ -34,6 +34,8 @@ from vitct.evaluation.scoring import EXTERNAL_PREFIX, HELD_OUT, TEST
 METRICS = ("accuracy", "mcc", "roc_auc")
 LEVEL = 0.95
 RUN_KEYS = ["recipe", "fold", "seed"]
+# What the sweep table keeps of each grid run's inner-validation metrics.
+SWEEP_METRICS = ("val_accuracy", "val_mcc", "val_roc_auc", "val_f1", "val_loss")
 
 
 # --- the sweep ----------------------------------------------------------------------------------
@@ -48,7 +50,7 @@ def sweep_runs(metrics: list[dict], grid: list[str]) -> pd.DataFrame:
             "fold": m["fold"],
             "best_epoch": m["best_epoch"],
             "parameters": m["parameters"],
-            **{k: v for k, v in m.items() if k.startswith("val_")},
+            **{k: m[k] for k in SWEEP_METRICS if k in m},
             "recipe": m["recipe"],
         }
         for m in metrics
@@ -115,8 +117,10 @@ def choose_recipe(metrics_files: list, grid: list[str], metric: str) -> dict:
         raise ValueError("no grid run to choose from")
     table = sweep_table(sweep_runs(metrics, grid), grid)
     chosen = pick_best(table, grid, metric)
-    chosen["chosen_on"] = sorted({m["fold"] for m in metrics})
-    chosen["chosen_on_images"] = int(sum(m["images"]["val"] for m in metrics))
+    # each fold's inner validation split, counted once (its grid runs share it)
+    val_images = {m["fold"]: m["images"]["val"] for m in metrics}
+    chosen["chosen_on"] = sorted(val_images)
+    chosen["chosen_on_images"] = int(sum(val_images.values()))
     return chosen
 
 

@@ -9,7 +9,7 @@ the weights' sha256 it holds), the weights must match theirs, and the header's f
 its schema (artifact_header). Any damage raises ArtifactError with one line; nothing that a
 damaged file makes the reader raise escapes as another exception.
 
-A model file may also carry its familiarity reference (vitct.familiarity): tensors named
+A model file may also carry its familiarity reference (vitct.model.ood): tensors named
 familiarity.* beside the weights (covered by weights_sha256, kept out of the model's state dict)
 and a `familiarity` header object. Files without one still load, with no reference.
 """

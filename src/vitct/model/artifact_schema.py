@@ -83,7 +83,7 @@ HEADER_SCHEMA = {
         "data": {"type": "object", "properties": {"real_data": {"type": "boolean"}}},
         "training": {"type": "object"},
         "validation": {"type": "object"},
-        # optional: files written before familiarity references (vitct.familiarity) have none
+        # optional: files written before familiarity references (vitct.model.ood) have none
         "familiarity": {
             "type": "object",
             "required": ["method", "threshold", "val_flagged_share", "train_images"],

@@ -8,7 +8,7 @@ covariance (a few hundred images cannot pin down a full covariance; shrinkage ke
 stable):
 - in the model's own terms: its pooled feature vector (`ViT.features`, what the head reads);
 - in the slice's grey levels as decoded, before any mask or standardisation: its 32-band
-  histogram at native resolution (vitct.intensity.grey_histograms). A mask and per-image
+  histogram at native resolution (vitct.data.histograms). A mask and per-image
   standardisation make slices of every source look alike to the model (on the real data its
   features flag under a tenth of another source's slices), while the source still shows in
   the grey levels it arrived with.

@@ -1,13 +1,13 @@
 """Classify new CT slices with a trained model file.
 
-    from vitct.predict import load_model
-    table = load_model("results/final/model.safetensors").predict(["scan.png", "scans/"])
+    from vitct.prediction.predictor import load_model
+    table = load_model("results/model.safetensors").predict(["scan.png", "scans/"])
 
 Every image goes through `load_input` (the decoding that preprocessing used) and `predict_proba`
 (what evaluation used) with the artifact's own image size, mean and std, so an image gets exactly
 the probability that evaluation reported for it. An input that cannot be classified gets a
 message in the `error` column and the others are still classified. The same forward pass gives
-each image's `ood_score` against the model file's familiarity reference (vitct.familiarity) and
+each image's `ood_score` against the model file's familiarity reference (vitct.model.ood) and
 `unfamiliar`, true when it lies beyond the reference's threshold (both empty for a model file
 without a reference).
 """
