@@ -217,6 +217,19 @@ def learnable_cache(n=64, size=16, seed=0):
     return cache
 
 
+# A tiny model file's model: one strided conv for the patches and a class token (the defaults'
+# conv stem and attention pooling make a header half as long again, to flip bit by bit).
+TINY_MODEL = {
+    "image_size": 16,
+    "patch_size": 8,
+    "embed_dim": 8,
+    "depth": 1,
+    "heads": 2,
+    "tokenizer": "patch",
+    "pooling": "cls",
+}
+
+
 # A ViT small enough to train in seconds on 16x16 toy scans.
 SMALL_VIT = dict(
     image_size=16,

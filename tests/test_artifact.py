@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import rewrite_header
+from conftest import TINY_MODEL, rewrite_header
 from PIL import Image
 
 from vitct import cli
@@ -28,19 +28,6 @@ from vitct.model.artifact import (
 from vitct.model.ood import Distance, Familiarity
 from vitct.model.settings import ViTConfig
 from vitct.model.vit import ViT
-
-# A tiny model with one strided conv for the patches and a class token, as the files these tests
-# were written for (the defaults are a conv stem and attention pooling now, whose header is half
-# as long again to flip bit by bit).
-TINY_MODEL = {
-    "image_size": 16,
-    "patch_size": 8,
-    "embed_dim": 8,
-    "depth": 1,
-    "heads": 2,
-    "tokenizer": "patch",
-    "pooling": "cls",
-}
 
 PRE = {"image_size": 16, "grey": "PIL convert('L')", "mean": 0.1996, "std": 0.25}
 REFERENCE = Familiarity(

@@ -10,15 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from vitct.evaluation import metrics
-from vitct.evaluation.metrics import (
-    bootstrap_intervals,
-    group_resampling_weights,
-    paired_differences,
-    percentile_interval,
-    resampling_weights,
-    weighted_score_matrix,
-    weighted_scores,
-)
+from vitct.evaluation.metrics import resampling_weights, weighted_score_matrix
 
 TOL = 1e-9
 
@@ -67,16 +59,12 @@ def test_resampling_weights_are_the_old_draws():
         new = resampling_weights(groups, 50, seed)
         assert new.shape == (50, len(groups))
         np.testing.assert_array_equal(new, old)
-        np.testing.assert_array_equal(
-            np.stack(list(group_resampling_weights(groups, 50, seed))), old
-        )
     # Odd group counts too (the generator's 32-bit draws come in pairs).
     odd = np.arange(7).repeat(3)
     np.testing.assert_array_equal(
         resampling_weights(odd, 20, 3), np.stack(list(_old_weights(odd, 20, 3)))
     )
     assert resampling_weights([], 10).shape == (0, 0)
-    assert list(group_resampling_weights([], 10)) == []
 
 
 def test_score_matrix_matches_sklearn_row_by_row():
@@ -118,67 +106,13 @@ def test_score_matrix_in_chunks_equals_one_pass(monkeypatch):
         np.testing.assert_array_equal(chunked[m], whole[m])
 
 
-def test_score_matrix_threshold_and_single_row_scores():
+def test_score_matrix_threshold():
     y, prob, _ = _data(n=80, seed=3)
     w = np.random.default_rng(4).integers(0, 3, len(y)).astype(float)
     at_07 = weighted_score_matrix(y, prob, w[None, :], threshold=0.7)
     expected = _sk_scores(y, prob, w, threshold=0.7)
     for m in expected:
         assert abs(at_07[m][0] - expected[m]) < TOL
-    pred = (prob >= 0.5).astype(int)
-    single = weighted_scores(y, pred, prob, w)
-    assert set(single) == {"accuracy", "mcc", "roc_auc"}
-    assert all(isinstance(v, float) for v in single.values())
-    for m, value in _sk_scores(y, prob, w).items():
-        assert abs(single[m] - value) < TOL
-    assert np.isnan(weighted_scores(y, pred, prob, (y == 1).astype(float))["roc_auc"])
-
-
-def test_bootstrap_intervals_match_a_per_resample_sklearn_loop():
-    y, prob, groups = _data()
-    n_resamples, seed, level = 150, 5, 0.9
-    samples = {"accuracy": [], "mcc": [], "roc_auc": []}
-    for w in _old_weights(groups, n_resamples, seed):
-        for m, value in _sk_scores(y, prob, w).items():
-            if not np.isnan(value):
-                samples[m].append(value)
-    expected = {m: percentile_interval(v, level) for m, v in samples.items()}
-    got = bootstrap_intervals(y, prob, n_resamples, seed=seed, level=level, groups=groups)
-    assert set(got) == set(expected)
-    for m in expected:
-        np.testing.assert_allclose(got[m], expected[m], rtol=0, atol=TOL)
-    # Image by image when no groups are given.
-    plain = bootstrap_intervals(y, prob, 40, seed=seed)
-    samples = {"accuracy": [], "mcc": [], "roc_auc": []}
-    for w in _old_weights(np.arange(len(y)), 40, seed):
-        for m, value in _sk_scores(y, prob, w).items():
-            samples[m].append(value)
-    for m in plain:
-        np.testing.assert_allclose(plain[m], percentile_interval(samples[m]), rtol=0, atol=TOL)
-
-
-def test_bootstrap_leaves_out_metrics_without_samples():
-    assert bootstrap_intervals(np.array([], int), np.array([]), 10) == {}
-    ci = bootstrap_intervals(np.zeros(20, int), np.linspace(0, 1, 20), 30)
-    assert set(ci) == {"accuracy", "mcc"}
-
-
-def test_paired_differences_match_a_per_resample_sklearn_loop():
-    y, prob_a, groups = _data()
-    prob_b = np.clip(prob_a + np.random.default_rng(9).normal(0, 0.2, len(y)), 0, 1)
-    n_resamples, seed = 150, 11
-    samples = {"accuracy": [], "mcc": []}
-    for w in _old_weights(groups, n_resamples, seed):
-        a, b = _sk_scores(y, prob_a, w), _sk_scores(y, prob_b, w)
-        for m in samples:
-            samples[m].append(a[m] - b[m])
-    whole = np.ones(len(y))
-    a, b = _sk_scores(y, prob_a, whole), _sk_scores(y, prob_b, whole)
-    got = paired_differences(y, prob_a, prob_b, n_resamples, seed=seed, groups=groups)
-    assert set(got) == set(samples)
-    for m in samples:
-        expected = [a[m] - b[m]] + percentile_interval(samples[m])
-        np.testing.assert_allclose(got[m], expected, rtol=0, atol=TOL)
 
 
 def test_speed_against_the_per_resample_loop_is_printed(capsys):
@@ -193,7 +127,7 @@ def test_speed_against_the_per_resample_loop_is_printed(capsys):
         _sk_scores(y, prob, w)
     loop = time.perf_counter() - start
     start = time.perf_counter()
-    bootstrap_intervals(y, prob, n_resamples, groups=groups)
+    weighted_score_matrix(y, prob, resampling_weights(groups, n_resamples))
     vectorised = time.perf_counter() - start
     with capsys.disabled():
         print(

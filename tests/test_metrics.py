@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from vitct.evaluation.metrics import binary_metrics, bootstrap_intervals, paired_differences
+from vitct.evaluation.metrics import binary_metrics
+from vitct.evaluation.summaries import ablation_table, scored
 
 
 def scored_images(n: int = 80, seed: int = 0):
@@ -16,6 +18,24 @@ def scored_images(n: int = 80, seed: int = 0):
     return y, prob
 
 
+def run(y, prob, groups, recipe: str = "final") -> pd.DataFrame:
+    """One run's predictions on one part, as summaries read them."""
+    n = len(y)
+    return pd.DataFrame(
+        {
+            "recipe": recipe,
+            "fold": "all",
+            "seed": 0,
+            "part": "test",
+            "path": [f"{i}.png" for i in range(n)],
+            "label": y,
+            "prob_covid": prob,
+            "group": groups,
+            "unfamiliar": pd.Series(pd.NA, index=range(n), dtype="boolean"),
+        }
+    )
+
+
 def width(interval) -> float:
     return interval[1] - interval[0]
 
@@ -23,10 +43,10 @@ def width(interval) -> float:
 def test_duplicated_test_slices_widen_the_cluster_interval_not_the_plain_one():
     y, prob = scored_images()
     copies = 6  # every test slice six times, as a patient's neighbouring slices
-    y6, prob6, groups = np.repeat(y, copies), np.repeat(prob, copies), np.repeat(np.arange(80), 6)
-    alone = bootstrap_intervals(y, prob, 400)["accuracy"]
-    plain = bootstrap_intervals(y6, prob6, 400, groups=np.arange(len(y6)))["accuracy"]
-    cluster = bootstrap_intervals(y6, prob6, 400, groups=groups)["accuracy"]
+    y6, prob6 = np.repeat(y, copies), np.repeat(prob, copies)
+    alone = scored(run(y, prob, np.arange(80)), 400)["ci95"]["accuracy"]
+    plain = scored(run(y6, prob6, np.arange(len(y6))), 400)["ci95"]["accuracy"]
+    cluster = scored(run(y6, prob6, np.repeat(np.arange(80), copies)), 400)["ci95"]["accuracy"]
     assert binary_metrics(y6, prob6)["accuracy"] == pytest.approx(
         binary_metrics(y, prob)["accuracy"]
     )
@@ -39,15 +59,16 @@ def test_paired_differences_resample_groups_too():
     y, prob_a = scored_images(seed=1)
     _, prob_b = scored_images(seed=2)
     y6, a6, b6 = (np.repeat(v, 6) for v in (y, prob_a, prob_b))
-    groups = np.repeat(np.arange(len(y)), 6)
-    plain = paired_differences(y6, a6, b6, 300, groups=np.arange(len(y6)))["accuracy"]
-    cluster = paired_differences(y6, a6, b6, 300, groups=groups)["accuracy"]
+
+    def points(groups) -> list[float]:
+        frames = pd.concat([run(y6, a6, groups), run(y6, b6, groups, "worse")])
+        row = ablation_table(frames, {"worse": {}}, 300, False).iloc[1]
+        return [row.accuracy_points, row.accuracy_points_low, row.accuracy_points_high]
+
+    plain = points(np.arange(len(y6)))
+    cluster = points(np.repeat(np.arange(len(y)), 6))
     assert plain[0] == pytest.approx(cluster[0])
     assert width(cluster[1:]) > 1.6 * width(plain[1:])
-
-
-def test_an_empty_test_set_gives_no_interval():
-    assert bootstrap_intervals(np.array([], int), np.array([]), 10) == {}
 
 
 def test_metrics_take_covid_as_positive():
@@ -57,17 +78,3 @@ def test_metrics_take_covid_as_positive():
     assert m["recall"] == pytest.approx(2 / 3) and m["precision"] == pytest.approx(2 / 3)
     assert m["specificity"] == pytest.approx(2 / 3)
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 2)
-
-
-def test_paired_differences_score_both_models_on_the_same_resamples():
-    from vitct.evaluation.metrics import paired_differences
-
-    y = np.array([1, 0] * 50)
-    right = y.astype(float)
-    wrong_on_ten = right.copy()
-    wrong_on_ten[:10] = 1 - wrong_on_ten[:10]
-    same = paired_differences(y, right, right, n_resamples=50)
-    assert same["accuracy"] == [0.0, 0.0, 0.0]
-    diff, low, high = paired_differences(y, right, wrong_on_ten, n_resamples=200)["accuracy"]
-    assert diff == pytest.approx(0.10)
-    assert 0 < low <= diff <= high

@@ -23,11 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import (
-    VITCT,
-    rewrite_header,
-    vitct,
-)
+from conftest import TINY_MODEL, VITCT, rewrite_header, vitct
 from PIL import Image
 
 from vitct import atomic_files, cli
@@ -39,18 +35,6 @@ from vitct.model.ood import Distance, Familiarity
 from vitct.model.settings import ViTConfig
 from vitct.model.vit import ViT
 from vitct.prediction.predictor import COLUMNS, DemoModelWarning, NoFamiliarityWarning, load_model
-
-# A tiny model with one strided conv for the patches and a class token, as the files these tests
-# were written for (the defaults are a conv stem and attention pooling now).
-TINY_MODEL = {
-    "image_size": 16,
-    "patch_size": 8,
-    "embed_dim": 8,
-    "depth": 1,
-    "heads": 2,
-    "tokenizer": "patch",
-    "pooling": "cls",
-}
 
 
 def reference(threshold: float) -> Familiarity:

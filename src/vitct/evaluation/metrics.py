@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from sklearn import metrics as skm
 
-from vitct.data.classes import CLASS_NAMES, POSITIVE_LABEL
-
-BOOTSTRAP_METRICS = ("accuracy", "mcc", "roc_auc")
+from vitct.data.classes import POSITIVE_LABEL
 
 
 def binary_metrics(y_true, prob_covid, threshold: float = 0.5) -> dict:
@@ -66,11 +63,6 @@ def resampling_weights(groups, n_resamples: int, seed: int = 0) -> np.ndarray:
     rows = np.arange(n_resamples)[:, None] * n_groups
     counts = np.bincount((rows + draws).ravel(), minlength=n_resamples * n_groups)
     return counts.reshape(n_resamples, n_groups)[:, codes].astype(float)
-
-
-def group_resampling_weights(groups, n_resamples: int, seed: int = 0):
-    """The rows of `resampling_weights`, one resample at a time (for callers that loop)."""
-    yield from resampling_weights(groups, n_resamples, seed)
 
 
 # Rows of weights scored per pass: bounds the temporary arrays to a few tens of MB.
@@ -133,94 +125,9 @@ def weighted_score_matrix(
     return _score_rows(y_true, y_pred, prob, weights)
 
 
-def weighted_scores(y_true, y_pred, prob, weight) -> dict:
-    """Accuracy, MCC and ROC-AUC (NaN with one class only) with images counted `weight` times."""
-    scores = _score_rows(y_true, y_pred, prob, np.asarray(weight, dtype=float)[None, :])
-    return {m: float(v[0]) for m, v in scores.items()}
-
-
-def bootstrap_intervals(
-    y_true,
-    prob_covid,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    groups=None,
-) -> dict:
-    """Percentile cluster-bootstrap intervals for accuracy, MCC and ROC-AUC: test images are
-    resampled by near-duplicate group (`groups`, one id per image; None: image by image).
-    Resamples with one class only have no ROC-AUC and are left out of its interval."""
-    y_true = np.asarray(y_true)
-    prob = np.asarray(prob_covid, dtype=float)
-    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
-    weights = resampling_weights(groups, n_resamples, seed)
-    scores = weighted_score_matrix(y_true, prob, weights)
-    samples = {m: scores[m][~np.isnan(scores[m])] for m in BOOTSTRAP_METRICS}
-    return {m: percentile_interval(v, level) for m, v in samples.items() if len(v)}
-
-
-def interval_fields(y, prob, groups, bootstrap: int) -> dict:
-    """The ci95 fields of a metrics file: cluster-bootstrap intervals over `groups` (one
-    patient's neighbouring slices are not independent), none when bootstrap is 0."""
-    if not bootstrap:
-        return {}
-    return {
-        "ci95": bootstrap_intervals(y, prob, bootstrap, groups=groups),
-        "ci95_resamples": "near-duplicate groups (cluster bootstrap)",
-    }
-
-
-def score(y, prob, groups, bootstrap: int) -> dict:
-    """Metrics with cluster-bootstrap intervals over `groups` (none when bootstrap is 0)."""
-    return {**binary_metrics(y, prob), **interval_fields(y, prob, groups, bootstrap)}
-
-
 def percentile_interval(samples, level: float = 0.95) -> list[float]:
     """[low, high] holding the central `level` share of bootstrap samples (NaN when none)."""
     if len(samples) == 0:
         return [float("nan"), float("nan")]
     alpha = (1 - level) / 2 * 100
     return [float(np.percentile(samples, alpha)), float(np.percentile(samples, 100 - alpha))]
-
-
-def paired_differences(
-    y_true,
-    prob_a,
-    prob_b,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-    groups=None,
-) -> dict:
-    """Metric of model a minus metric of model b on the same test images, with a paired
-    percentile cluster-bootstrap interval (both models are scored on each resample of the
-    near-duplicate groups, `groups`; None resamples image by image).
-
-    Returns {metric: [difference, low, high]} for accuracy and MCC.
-    """
-    y_true = np.asarray(y_true)
-    groups = np.arange(len(y_true)) if groups is None else np.asarray(groups)
-    weights = resampling_weights(groups, n_resamples, seed)
-    # Row 0 weighs every image once (the point estimate); the resamples follow.
-    weights = np.vstack([np.ones((1, len(y_true))), weights])
-    a = weighted_score_matrix(y_true, prob_a, weights)
-    b = weighted_score_matrix(y_true, prob_b, weights)
-    diff = {m: a[m] - b[m] for m in ("accuracy", "mcc")}
-    return {m: [float(d[0])] + percentile_interval(d[1:], level) for m, d in diff.items()}
-
-
-def prediction_table(paths, y_true, prob_covid, **columns) -> pd.DataFrame:
-    """One row per scored image: path, label, predicted class, COVID probability, whether it
-    was right, then any further `columns` in the order given."""
-    y_true, prob = np.asarray(y_true), np.asarray(prob_covid, dtype=float)
-    pred = (prob >= 0.5).astype(int)
-    return pd.DataFrame(
-        {
-            "path": paths,
-            "label": [CLASS_NAMES[i] for i in y_true],
-            "predicted": [CLASS_NAMES[i] for i in pred],
-            "prob_covid": np.round(prob, 6),
-            "correct": pred == y_true,
-            **columns,
-        }
-    )

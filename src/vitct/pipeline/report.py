@@ -219,6 +219,40 @@ def sweep_frame(sweep: pd.DataFrame, grid: list[str], metric: str) -> pd.DataFra
     return sweep[keep].sort_values(column, ascending=False)
 
 
+def test_metric_rows(test: dict) -> list[dict]:
+    """The shipped model's every metric on the locked test, its interval where it has one."""
+    intervals = test.get("ci95", {})
+    return [
+        {"metric": m, "value": _number(test.get(m)), "95% CI": _number(None)}
+        | ({"95% CI": "[{:.3f}, {:.3f}]".format(*intervals[m])} if m in intervals else {})
+        for m in TEST_METRICS
+    ]
+
+
+def memorisation_rows(partition: dict) -> list[dict]:
+    """Under each way of dealing the locked test: how many of its images have a near-copy
+    outside it, and how well the 1-NN on pixels, which can only memorise, does on them."""
+    return [
+        {
+            "locked test dealt": strategy
+            + (" (used)" if strategy == partition["strategy"] else ""),
+            "test images": check["test_images"],
+            "with a near-duplicate outside the test split": _share(
+                check["test_with_near_duplicate_outside"]
+            ),
+            "1-NN on pixels, test accuracy": f"{check['pixels_1nn_test_accuracy']:.3f}",
+        }
+        for strategy, check in partition["memorisation"].items()
+    ]
+
+
+def _read_table(path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep="\t")
+    except pd.errors.EmptyDataError:  # a summary with no rows (no ablation variants)
+        return pd.DataFrame()
+
+
 def _table(frame: pd.DataFrame, **kw) -> str:
     """An HTML table; column names with spaces for underscores, so that headers wrap."""
     frame = frame.rename(columns=lambda name: str(name).replace("_", " "))
@@ -243,11 +277,7 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir, m
     shipped_run = _json(inputs["shipped"])
     manifest = pd.read_csv(inputs["manifest"], sep="\t", keep_default_na=False)
     rejects = pd.read_csv(inputs["rejects"], sep="\t", keep_default_na=False)
-    ablation = (
-        pd.read_csv(inputs["ablation"], sep="\t")
-        if Path(inputs["ablation"]).stat().st_size > 1
-        else pd.DataFrame()
-    )
+    ablation = _read_table(inputs["ablation"])  # empty without variants
     grid, metric = list(config["sweep"]["grid"]), config["training"]["selection_metric"]
     sweep = sweep_frame(pd.read_csv(inputs["sweep"], sep="\t"), grid, metric)
     test = headline["shipped"].get(TEST, {})
@@ -265,21 +295,7 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir, m
         shipped_run=shipped_run,
         model_path=model,
         test=test,
-        test_metrics=_table(
-            pd.DataFrame(
-                [
-                    {
-                        "metric": m,
-                        "value": test.get(m),
-                        "95% CI": _number(None)
-                        if m not in test.get("ci95", {})
-                        else "[{:.3f}, {:.3f}]".format(*test["ci95"][m]),
-                    }
-                    for m in TEST_METRICS
-                ]
-            ),
-            index=False,
-        ),
+        test_metrics=_rows_table(test_metric_rows(test)),
         unseen=headline["shipped"].get("test_no_near_duplicate_seen", {}),
         folds=_table(pd.read_csv(inputs["folds"], sep="\t"), index=False),
         shortcut=_rows_table(shortcut_rows(headline)),
@@ -290,20 +306,7 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir, m
         cross_validated=bool(config["ablation"]["cross_validate"] and headline["cv"]),
         sweep=_table(sweep, index=False),
         grid_runs=headline["protocol"]["grid_runs"],
-        memorisation=_rows_table(
-            [
-                {
-                    "locked test dealt": strategy
-                    + (" (used)" if strategy == partition["strategy"] else ""),
-                    "test images": check["test_images"],
-                    "with a near-duplicate outside the test split": _share(
-                        check["test_with_near_duplicate_outside"]
-                    ),
-                    "1-NN on pixels, test accuracy": f"{check['pixels_1nn_test_accuracy']:.3f}",
-                }
-                for strategy, check in partition["memorisation"].items()
-            ]
-        ),
+        memorisation=_rows_table(memorisation_rows(partition)),
         groups=partition["groups"],
         threshold=config["split"]["near_duplicate_threshold"],
         partition=partition,

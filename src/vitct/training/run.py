@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from vitct.data.partition import run_data, run_parts
@@ -94,7 +93,3 @@ def ood_reference(model: ViT, data: dict) -> Familiarity:
     _, train = predict_with_features(model, data["train_x"], mean, std, bf16=False)
     _, val = predict_with_features(model, data["val_x"], mean, std, bf16=False)
     return fit_ood(train, val, data["train_grey"], data["val_grey"])
-
-
-def label_counts(y: np.ndarray) -> dict:
-    return {"non-COVID": int((y == 0).sum()), "COVID": int((y == 1).sum())}
