@@ -19,12 +19,14 @@ from PIL import Image
 from vitct import cli
 from vitct.model.artifact import (
     ArtifactError,
+    calibration_of,
     header_sha256,
     load_artifact,
     load_with_familiarity,
     read_metadata,
     save_artifact,
 )
+from vitct.model.calibration import Calibration
 from vitct.model.ood import Distance, Familiarity
 from vitct.model.settings import ViTConfig
 from vitct.model.vit import ViT
@@ -35,6 +37,15 @@ REFERENCE = Familiarity(
     grey=Distance(np.full(32, 1 / 32), np.eye(32), 0.5),
     val_flagged_share=0.05,
     train_images=120,
+)
+CALIBRATION = Calibration(
+    temperature=1.75,
+    images=30,
+    images_sha256="ab" * 32,
+    ece_before=0.12,
+    ece_after=0.04,
+    brier_before=0.1,
+    brier_after=0.08,
 )
 
 
@@ -49,6 +60,7 @@ def model_file(tmp_path_factory) -> Path:
         model,
         preprocessing=PRE,
         familiarity=REFERENCE,
+        calibration=CALIBRATION,
         data={"source": "local", "real_data": True, "counts": {"COVID": 40, "non-COVID": 40}},
         validation={"val_accuracy": 0.95, "val_mcc": 0.9},
     )
@@ -70,6 +82,7 @@ HAND_EDITS = {
     "class names swapped": lambda meta: meta.update(class_names=meta["class_names"][::-1]),
     "provenance": lambda meta: meta["data"].update(real_data=False),
     "familiarity threshold": lambda meta: meta["familiarity"].update(threshold=1e9),
+    "temperature": lambda meta: meta["calibration"].update(temperature=1.0),
 }
 
 
@@ -128,6 +141,22 @@ SCHEMA_CASES = {
     "familiarity without its size": (
         lambda meta: meta["familiarity"].pop("train_images"),
         "familiarity: 'train_images' is a required property",
+    ),
+    "temperature of zero (a positive one keeps every class)": (
+        lambda meta: meta["calibration"].update(temperature=0),
+        "calibration.temperature: 0 is less than or equal to the minimum of 0",
+    ),
+    "negative temperature": (
+        lambda meta: meta["calibration"].update(temperature=-2.0),
+        "calibration.temperature: -2.0 is less than or equal to the minimum of 0",
+    ),
+    "infinite temperature": (
+        lambda meta: meta["calibration"].update(temperature=float("inf")),
+        "calibration.temperature: inf is not a finite number",
+    ),
+    "calibration without its temperature": (
+        lambda meta: meta["calibration"].pop("temperature"),
+        "calibration: 'temperature' is a required property",
     ),
     "provenance of the wrong type": (
         lambda meta: meta["data"].update(real_data="no"),
@@ -220,12 +249,20 @@ def test_a_flipped_bit_in_the_familiarity_reference_is_refused(model_file, tmp_p
         load_with_familiarity(flipped)
 
 
-def test_a_file_without_a_familiarity_reference_still_loads(tmp_path):
+def test_the_calibration_round_trips(model_file):
+    meta = read_metadata(model_file)
+    assert meta["calibration"] == CALIBRATION.header()
+    assert Calibration.from_header(meta["calibration"]) == CALIBRATION
+    assert calibration_of(meta) == CALIBRATION.header()
+
+
+def test_a_file_without_a_familiarity_reference_or_calibration_still_loads(tmp_path):
     torch.manual_seed(0)
     model = ViT(ViTConfig(**TINY_MODEL))
     save_artifact(tmp_path / "old.safetensors", model, preprocessing=PRE)
     loaded, meta, reference = load_with_familiarity(tmp_path / "old.safetensors")
     assert reference is None and "familiarity" not in meta
+    assert "calibration" not in meta and calibration_of(meta)["temperature"] == 1.0
     assert load_artifact(tmp_path / "old.safetensors")[0].cfg == model.cfg
 
 

@@ -64,7 +64,7 @@ BAD_CONFIGS = {
     ),
     "an external set named as the training source's folder": (
         tiny_config(evaluation={"external": {"dataset": "demo:b"}}),
-        "evaluation.external.dataset: 'dataset' names a folder of the pipeline's own",
+        "evaluation.external.dataset: 'dataset' names a folder or source of the pipeline's own",
     ),
     "grid key that is no setting": (
         tiny_config(sweep={"grid": {"patchsize": [8]}}),
@@ -150,6 +150,28 @@ BAD_CONFIGS = {
         # The variant set epochs, not cutmix_off_epochs (final.overrides did): name its key.
         "ablation.variants.short.epochs: cutmix_off_epochs 3 must be at least 0 and "
         "fewer than epochs (2)",
+    ),
+    "an adaptation site that is no external set": (
+        tiny_config(adaptation={"site": "ucsd"}),
+        "adaptation.site: 'ucsd' is no external set",
+    ),
+    "the adaptation pool trained on and drawn from": (
+        tiny_config(
+            evaluation={"external": {"b": "demo:b"}},
+            adaptation={"site": "b", "train_on_pool": True},
+        ),
+        "adaptation.train_on_pool: the whole adaptation pool is then training data",
+    ),
+    "a training source named as an external set": (
+        tiny_config(
+            dataset={"source": "demo", "sources": {"b": "demo:b"}},
+            evaluation={"external": {"b": "demo:b"}},
+        ),
+        "dataset.sources.b: 'b' is an external set's name too",
+    ),
+    "a training source that does not exist": (
+        tiny_config(dataset={"source": "demo", "sources": {"other": "/no/such/folder"}}),
+        "dataset.sources.other: '/no/such/folder' does not exist",
     ),
     "unknown data source": (tiny_config(dataset={"source": "ftp"}), "dataset.source: 'ftp'"),
     "local source without a path": (
@@ -487,6 +509,25 @@ def test_config_readme_states_each_configs_trainings(names):
     counts = Plan(config).trainings()
     stated = readme_trainings()[" + ".join(f"`{n}`" for n in names)]
     expected = f"{counts['sweep']} + {counts['final']} + {counts['variants']}"
+    if counts["adaptations"]:
+        expected += f" + {counts['adaptations']} adaptations"
     if counts["pretrainings"]:
         expected += f" (+ {counts['pretrainings']} pretrainings)"
     assert stated == expected
+
+
+def test_a_configs_keys_merely_reordered_give_the_same_config_but_the_grids_order():
+    config = {
+        "split": {"val": 0.2, "test": 0.2},
+        "sweep": {"grid": {"patch_size": [8, 16], "heads": [1, 2]}},
+        "dataset": {"source": "demo", "demo": {"seed": 3, "n_per_class": 10}},
+    }
+    reordered = {
+        "dataset": {"demo": {"n_per_class": 10, "seed": 3}, "source": "demo"},
+        "sweep": {"grid": {"patch_size": [8, 16], "heads": [1, 2]}},
+        "split": {"test": 0.2, "val": 0.2},
+    }
+    validate_config(config, SCHEMA, SCHEMA_PATH)
+    validate_config(reordered, SCHEMA, SCHEMA_PATH)
+    assert repr(config) == repr(reordered)  # Snakemake compares params as text
+    assert list(config["sweep"]["grid"]) == ["patch_size", "heads"]  # names its recipes

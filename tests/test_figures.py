@@ -113,15 +113,17 @@ def test_training_curves_title_stays_inside_the_figure_with_many_overrides(monke
     assert _texts_outside(drawn) == []
 
 
-def test_reliability_has_a_panel_per_set_with_its_filled_bins_and_slices_counted(
-    monkeypatch, tmp_path
-):
+def test_reliability_has_a_panel_per_set_with_both_curves_and_slices_counted(monkeypatch, tmp_path):
     sets = {
-        "locked test": ([0, 1, 1, 0, 1], [0.05, 0.95, 0.85, 0.15, 0.92]),
-        "external:scanner_b": (np.array([1, 0]), np.array([0.52, 0.55])),
+        "locked test": (
+            [0, 1, 1, 0, 1],
+            [0.01, 0.99, 0.97, 0.03, 0.98],  # before: overconfident
+            [0.05, 0.95, 0.85, 0.15, 0.92],  # after temperature scaling
+        ),
+        "external:scanner_b": (np.array([1, 0]), np.array([0.6, 0.7]), np.array([0.52, 0.55])),
     }
 
-    drawn = _draw(monkeypatch, tmp_path, figures.plot_reliability, sets)
+    drawn = _draw(monkeypatch, tmp_path, figures.plot_reliability, sets, temperature=2.5)
 
     assert _texts_outside(drawn) == []
     curves, counts = drawn.axes[:2], drawn.axes[2:]  # a row of curves above a row of counts
@@ -129,8 +131,14 @@ def test_reliability_has_a_panel_per_set_with_its_filled_bins_and_slices_counted
         "locked test (n = 5)",
         "external:scanner_b (n = 2)",
     ]
-    model = curves[0].get_lines()[1]  # after the diagonal; empty bins left out
-    np.testing.assert_allclose(model.get_xdata(), [0.05, 0.15, 0.85, 0.935])
-    np.testing.assert_allclose(model.get_ydata(), [0, 0, 1, 1])
-    np.testing.assert_allclose(curves[1].get_lines()[1].get_ydata(), [0.5])
+    diagonal, before, after = curves[0].get_lines()  # empty bins left out
+    np.testing.assert_allclose(before.get_xdata(), [0.02, 0.98])
+    np.testing.assert_allclose(before.get_ydata(), [0, 1])
+    np.testing.assert_allclose(after.get_xdata(), [0.05, 0.15, 0.85, 0.935])
+    np.testing.assert_allclose(after.get_ydata(), [0, 0, 1, 1])
+    labels = [t.get_text() for t in curves[0].get_legend().get_texts()]
+    assert labels[0] == "calibrated"
+    assert labels[1].startswith("before, ECE ")
+    assert labels[2].startswith("after temperature scaling (T = 2.5), ECE ")
+    np.testing.assert_allclose(curves[1].get_lines()[2].get_ydata(), [0.5])
     assert [sum(bar.get_height() for bar in ax.patches) for ax in counts] == [5, 2]

@@ -1,4 +1,5 @@
-"""Metrics and their intervals: the cluster bootstrap counts near-duplicate groups, not slices."""
+"""Metrics and their intervals: the cluster bootstrap counts near-duplicate groups, not slices;
+the calibration error and the Brier score against values computed by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vitct.evaluation.metrics import binary_metrics
+from vitct.evaluation.metrics import (
+    binary_metrics,
+    brier_score,
+    calibration_bins,
+    expected_calibration_error,
+)
 from vitct.evaluation.summaries import ablation_table, scored
 
 
@@ -78,3 +84,19 @@ def test_metrics_take_covid_as_positive():
     assert m["recall"] == pytest.approx(2 / 3) and m["precision"] == pytest.approx(2 / 3)
     assert m["specificity"] == pytest.approx(2 / 3)
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 2)
+
+
+def test_ece_and_brier_against_hand_computed_values():
+    y = [1, 1, 0, 0, 1, 0]
+    prob = [0.91, 0.97, 0.93, 0.12, 0.18, 0.55]
+    # bins of width 0.1: [0.9, 1.0] holds 3 (mean 0.93667, 2 of 3 COVID: gap 0.27), [0.1, 0.2)
+    # holds 2 (mean 0.15, half COVID: gap 0.35), [0.5, 0.6) holds 1 (gap 0.55)
+    assert expected_calibration_error(y, prob) == pytest.approx((3 * 0.27 + 2 * 0.35 + 0.55) / 6)
+    squared = [0.09**2, 0.03**2, 0.93**2, 0.12**2, 0.82**2, 0.55**2]
+    assert brier_score(y, prob) == pytest.approx(sum(squared) / 6)
+    # calibrated within each bin: a quarter COVID at 0.25, three quarters at 0.75
+    assert expected_calibration_error([1, 0, 0, 0, 1, 1, 1, 0], [0.25] * 4 + [0.75] * 4) == 0
+    assert brier_score([1, 0], [0.5, 0.5]) == 0.25
+    # the ends: 1.0 is in the last bin, 0.3 in [0.3, 0.4), 0.0 in the first
+    np.testing.assert_array_equal(calibration_bins([0.0, 0.3, 0.7, 0.999, 1.0]), [0, 3, 7, 9, 9])
+    assert np.isnan(expected_calibration_error([], [])) and np.isnan(brier_score([], []))

@@ -216,10 +216,11 @@ def test_one_group_of_a_class_is_not_advised_the_folds_already_set():
     assert "set evaluation.folds: 0 (no cross-validation) or add images of that class" in message
 
 
-def test_fold_names_are_all_or_fold_k():
+def test_fold_names_are_all_fold_k_a_left_out_source_or_a_draw():
     assert (fold_index("all"), fold_index("fold0"), fold_index("fold12")) == (None, 0, 12)
-    for wrong in ("fold", "foldx", "1", "test"):
-        with pytest.raises(ValueError, match="'all' or fold0, fold1"):
+    assert (fold_index("lo_ucsd"), fold_index("draw2")) == (None, None)
+    for wrong in ("fold", "foldx", "1", "test", "drawx"):
+        with pytest.raises(ValueError, match="'all', fold0, fold1, ..., lo_SOURCE or draw0"):
             fold_index(wrong)
 
 
@@ -328,7 +329,7 @@ def test_run_data_reads_the_wanted_parts_in_table_order_and_the_training_statist
     parts = run_parts(table, "fold0", 0.25, seed=0)
     cache = cache_of(table, parts)
     data = run_data(cache, table, parts, ("train", "val"))
-    fields = ("x", "y", "paths", "grey", "thumbnails", "groups")
+    fields = ("x", "y", "paths", "grey", "thumbnails", "groups", "sources")
     assert set(data) == {f"{p}_{f}" for p in ("train", "val") for f in fields} | {"mean", "std"}
     train = table[parts == "train"]
     np.testing.assert_array_equal(data["train_paths"], train.path)

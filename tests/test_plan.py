@@ -127,9 +127,13 @@ def test_trainings_count_each_kind_and_each_shared_pretraining_once():
     )
     # The variants run on all: no_smoothing shares the shipped model's pretraining, deeper
     # pretrains for itself, and the four fold runs each pretrain.
-    assert p.trainings() == {"sweep": 8, "final": 5, "variants": 2, "pretrainings": 6}
+    assert p.trainings() == {
+        "sweep": 8, "final": 5, "variants": 2, "adaptations": 0, "pretrainings": 6
+    }  # fmt: skip
     none = plan(final={"overrides": {"epochs": 30, "pretrain_epochs": 0}})
-    assert none.trainings() == {"sweep": 8, "final": 5, "variants": 0, "pretrainings": 0}
+    assert none.trainings() == {
+        "sweep": 8, "final": 5, "variants": 0, "adaptations": 0, "pretrainings": 0
+    }  # fmt: skip
 
 
 # --- what each run changes ------------------------------------------------------------------
@@ -258,7 +262,10 @@ def test_dataset_spec_of_the_source_a_demo_scanner_and_a_folder():
         dataset={"source": "demo", "demo": {"n_per_class": 10, "seed": 3}},
         evaluation={"external": {"scanner_b": "demo:b", "hospital": "/data/hospital"}},
     )
-    assert dataset_spec(cfg, DATASET) is cfg["dataset"]
+    source = dataset_spec(cfg, DATASET)
+    assert source == {k: v for k, v in cfg["dataset"].items() if k not in ("name", "sources")}
+    cfg["dataset"]["sources"] = {"other": "demo:c"}  # a further source: this one's unchanged
+    assert dataset_spec(cfg, DATASET) == source
     demo = dataset_spec(cfg, "scanner_b")
     assert demo["source"] == "demo" and demo["setting"] == "evaluation.external.scanner_b"
     # The other scanner renders other slices: the next generator seed.

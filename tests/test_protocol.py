@@ -1,6 +1,7 @@
 """The protocol's promise: no held-out label is read before scoring. A run trained with the labels
 of its held-out fold and of the locked test permuted is byte for byte the run trained without:
-the same weights, the same chosen epoch, the same out-of-distribution reference and threshold.
+the same weights, the same chosen epoch, the same out-of-distribution reference and threshold,
+the same temperature.
 A permuted training label, by contrast, changes the run (so the check can fail)."""
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def assert_identical(a, b) -> None:
     assert a.reference.header() == b.reference.header()  # thresholds and their shares
     for name, tensor in a.reference.tensors().items():
         np.testing.assert_array_equal(tensor, b.reference.tensors()[name])
+    # the temperature, fitted on the inner validation split alone, and what it did there
+    assert a.calibration.header() == b.calibration.header()
     assert (a.mean, a.std, a.images) == (b.mean, b.std, b.images)
 
 
@@ -128,3 +131,4 @@ def test_permuting_training_labels_changes_the_run(tmp_path):
     changed = trained(other_cache, other_table, "fold1")
     state_a, state_b = reference.model.state_dict(), changed.model.state_dict()
     assert any(not torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert reference.calibration.temperature != changed.calibration.temperature

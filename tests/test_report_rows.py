@@ -10,13 +10,14 @@ from test_summaries import experiment, plan_of
 
 from vitct.evaluation.baselines import TITLES
 from vitct.evaluation.summaries import headline
-from vitct.pipeline.report import (
+from vitct.pipeline.report import summary_markdown
+from vitct.pipeline.tables import (
     FLAGGED,
     SHORTCUT_METER_NOTE,
-    _number,
     ablation_rows,
+    calibration_rows,
     headline_rows,
-    summary_markdown,
+    number,
 )
 
 EXTERNAL = "external:scanner_b"
@@ -64,6 +65,36 @@ HEADLINE = {
         "pixels_1nn": baseline(0.81, 0.8, 0.55),
         "grey_histogram": baseline(0.88, 0.87, 0.5),
         "shortcut_meter": baseline(0.52, 0.51, 0.5),
+    },
+    "calibration": {
+        EXTERNAL: {
+            "ece_raw": 0.3,
+            "ece": 0.25,
+            "brier_raw": 0.35,
+            "brier": 0.3,
+            "n": 50,
+            "runs": 1,
+            "temperature": 1.8,
+        },
+        "test": {
+            "ece_raw": 0.08,
+            "ece": 0.03,
+            "brier_raw": 0.07,
+            "brier": 0.06,
+            "n": 100,
+            "runs": 1,
+            "temperature": 1.8,
+        },
+        "held_out": {
+            "ece_raw": 0.1,
+            "ece": 0.04,
+            "brier_raw": 0.09,
+            "brier": 0.08,
+            "n": 400,
+            "runs": 10,
+            "temperature": 1.65,
+            "temperature_range": [1.2, 2.1],
+        },
     },
     "protocol": {
         "epoch_and_threshold": "each run's inner validation split",
@@ -151,6 +182,11 @@ def test_summary_markdown_is_the_source_line_the_table_and_what_chose_what():
     assert all(line.startswith("|") for line in table) and lines[17] == ""
     assert {line.count("|") for line in table} == {7}
     assert "Chosen on validation data only" in lines[18]
+    assert lines[19] == (
+        "Calibration (temperature scaling, T = 1.8, fitted on the inner validation split): on "
+        "the locked test, ECE 0.080 before, 0.030 after; Brier 0.070 before, 0.060 after; "
+        "prob_covid is the calibrated probability."
+    )
     assert "Optimistic by a choice" not in text
     assert SHORTCUT_METER_NOTE in lines
     assert "| locked test | 0.510 [0.460, 0.560]" in text  # the meter's own rows
@@ -165,9 +201,9 @@ def test_summary_markdown_states_each_optimistic_choice():
 
 
 def test_numbers_are_empty_rather_than_nan():
-    assert _number(None) == "" and _number(NAN) == ""
-    assert _number(0.5, [NAN, NAN]) == "0.500"
-    assert _number(0.5, [0.25, 0.75]) == "0.500 [0.250, 0.750]"
+    assert number(None) == "" and number(NAN) == ""
+    assert number(0.5, [NAN, NAN]) == "0.500"
+    assert number(0.5, [0.25, 0.75]) == "0.500 [0.250, 0.750]"
 
 
 def ablation() -> pd.DataFrame:
@@ -218,3 +254,34 @@ def test_ablation_rows_give_signed_points_and_a_verdict_beside_each_variant():
     assert worse["final minus this, accuracy points"] == "-1.3 [-3.0, +0.5]"
     assert worse["final minus this, MCC points"] == "-2.0"  # no interval without resamples
     assert worse["distinguishable"] == "no"
+
+
+def test_the_calibration_table_leads_with_cross_validation_then_the_locked_test_then_elsewhere():
+    rows = calibration_rows(HEADLINE)
+    assert [r["set"] for r in rows] == [
+        "held-out folds (n = 400), cross-validation mean",
+        "locked test (n = 100), shipped model",
+        "external set scanner_b (n = 50), shipped model",
+    ]
+    cv, test = rows[0], rows[1]
+    assert (cv["ECE before"], cv["ECE after"]) == ("0.100", "0.040")
+    assert (cv["Brier before"], cv["Brier after"]) == ("0.090", "0.080")
+    assert cv["temperature"] == "1.65 (1.2 to 2.1)"  # the runs' mean and range
+    assert test["temperature"] == "1.8"
+    unknown = copy.deepcopy(HEADLINE)
+    unknown["calibration"]["test"]["temperature"] = None  # a run from before calibration
+    assert calibration_rows(unknown)[1]["temperature"] == "1 (none fitted)"
+    assert calibration_rows({"calibration": {}}) == []
+
+
+def test_the_rows_of_a_computed_headline_carry_its_calibration():
+    predictions, baselines, metrics = experiment()
+    computed = headline(predictions, baselines, metrics, plan_of(), 0)
+    rows = calibration_rows(computed)
+    assert [r["set"].split(" (")[0] for r in rows] == [
+        "held-out folds",
+        "locked test",
+        "external set scanner_b",
+    ]
+    assert all(r["ECE before"] and r["Brier after"] for r in rows)
+    assert "Calibration (temperature scaling" in summary_markdown(computed, RECEIPT, "grouped")

@@ -14,23 +14,23 @@ from conftest import table_of_groups
 from sklearn.metrics import matthews_corrcoef, roc_auc_score
 
 from vitct.data.partition import assign_folds
+from vitct.evaluation.metrics import expected_calibration_error
+from vitct.evaluation.selection import choose_recipe, pick_best, sweep_runs, sweep_table
 from vitct.evaluation.summaries import (
     ablation_table,
     baselines_summary,
-    choose_recipe,
+    calibration,
     cross_validation,
     ensemble,
     fold_models,
     fold_table,
     headline,
-    pick_best,
+    json_safe,
     protocol,
     run_key,
     run_table,
     scored,
     shipped_model,
-    sweep_runs,
-    sweep_table,
 )
 
 RESAMPLES = 200
@@ -68,17 +68,24 @@ def answers(rows: pd.DataFrame, accuracy: float, seed: int) -> np.ndarray:
     return np.clip(np.where(positive, 0.75, 0.25) + rng.normal(0, 0.1, len(rows)), 0, 1)
 
 
+def sharpened(prob: np.ndarray, factor: float = 3.0) -> np.ndarray:
+    """The probabilities of logits `factor` times as large: overconfident, the same classes."""
+    logit = np.log(np.clip(prob, 1e-6, 1 - 1e-6) / np.clip(1 - prob, 1e-6, 1))
+    return 1 / (1 + np.exp(-factor * logit))
+
+
 def run(recipe: str, fold: str, seed: int, parts: dict, accuracy: float) -> pd.DataFrame:
-    """One run's predictions table: `parts` maps each part to its images' key in IMAGES."""
+    """One run's predictions table: `parts` maps each part to its images' key in IMAGES; its
+    probabilities before temperature scaling (prob_raw) are the same ones, sharpened."""
     frames = []
     for k, (part, key) in enumerate(parts.items()):
         rows = IMAGES[key]
+        prob = answers(rows, accuracy, zlib.crc32(f"{recipe} {fold} {seed} {k}".encode()))
         frames.append(
             rows[["path", "label", "group"]].assign(
                 part=part,
-                prob_covid=answers(
-                    rows, accuracy, zlib.crc32(f"{recipe} {fold} {seed} {k}".encode())
-                ),
+                prob_raw=sharpened(prob),
+                prob_covid=prob,
                 nearest_seen=np.linspace(0.5, 1.0, len(rows)),
                 ood_score=0.1,
                 unfamiliar=pd.array([False, True] * (len(rows) // 2) + [False] * (len(rows) % 2)),
@@ -243,6 +250,48 @@ def test_baselines_are_summarised_on_every_held_out_fold_and_fitted_on_all_elsew
         assert summary["test"]["runs"] == 1 and summary["test"]["accuracy"] > 0.5
 
 
+# --- calibration --------------------------------------------------------------------------------
+
+
+def test_calibration_is_summarised_before_and_after_on_the_cv_folds_and_the_shipped_parts():
+    predictions = pd.concat([final_cv(), all_run("final", 0, 0.9), all_run("worse", 0, 0.3)])
+    temperatures = {("fold0", 0): 2.0, ("fold0", 1): 2.5, ("fold1", 0): 3.0, ("fold1", 1): 3.5}
+    metrics = {
+        ("final", fold, seed): {"calibration": {"temperature": t}}
+        for (fold, seed), t in temperatures.items()
+    }
+    metrics[("final", "all", 0)] = {"calibration": {"temperature": 2.75}}
+    result = calibration(predictions, metrics, ("final", "all", 0))
+    assert set(result) == {"held_out", "test", EXTERNAL}
+    held = predictions[(predictions.recipe == "final") & (predictions.part == "held_out")]
+    per_run = held.groupby(["fold", "seed"]).apply(
+        lambda r: pd.Series(
+            {
+                "ece_raw": expected_calibration_error(r.label, r.prob_raw),
+                "ece": expected_calibration_error(r.label, r.prob_covid),
+                "brier": np.mean((r.prob_covid - r.label) ** 2),
+            }
+        )
+    )
+    cv = result["held_out"]
+    assert cv["ece_raw"] == pytest.approx(per_run.ece_raw.mean())
+    assert cv["ece"] == pytest.approx(per_run.ece.mean())
+    assert cv["brier"] == pytest.approx(per_run.brier.mean())
+    assert (cv["runs"], cv["n"]) == (4, held.path.nunique())
+    assert cv["temperature"] == pytest.approx(2.75) and cv["temperature_range"] == [2.0, 3.5]
+    shipped = predictions[(predictions.recipe == "final") & (predictions.fold == "all")]
+    test = shipped[shipped.part == "test"]
+    assert result["test"]["ece"] == pytest.approx(
+        expected_calibration_error(test.label, test.prob_covid)
+    )
+    assert result["test"]["brier_raw"] == pytest.approx(np.mean((test.prob_raw - test.label) ** 2))
+    assert result["test"]["temperature"] == 2.75 and result["test"]["runs"] == 1
+    # Runs whose metrics hold no temperature (files from before it): None, not a number
+    unknown = calibration(predictions, {}, ("final", "all", 0))
+    assert unknown["test"]["temperature"] is None and unknown["held_out"]["temperature"] is None
+    json.dumps(json_safe(result), allow_nan=False)
+
+
 # --- the ablation -----------------------------------------------------------------------------
 
 
@@ -391,6 +440,9 @@ def plan_of(nested=True, strategy="grouped", folds=("fold0", "fold1")) -> dict:
         "nested": nested,
         "variants": {"no_cutmix": {"cutmix": 0.0}},
         "grid": GRID,
+        "grid_recipes": ["patch_size~8_heads~1", "patch_size~8_heads~2"],
+        "sources": ["main"],
+        "site": None,
         "external": ["scanner_b"],
         "metric": "mcc",
         "strategy": strategy,
@@ -467,6 +519,7 @@ def test_the_headline_holds_every_summary_and_is_strict_json():
         "shipped",
         "fold_models",
         "baselines",
+        "calibration",
         "test_inside_cv_interval",
     }
     assert result["cv"]["folds"] == 2 and result["cv"]["runs"] == 4

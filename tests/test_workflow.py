@@ -22,9 +22,10 @@ from conftest import (
 )
 
 from vitct.data.partition import run_parts
-from vitct.evaluation.metrics import binary_metrics
+from vitct.evaluation.metrics import binary_metrics, brier_score, expected_calibration_error
 from vitct.evaluation.scoring import read_predictions
-from vitct.evaluation.summaries import choose_recipe
+from vitct.evaluation.selection import choose_recipe
+from vitct.model.artifact import read_metadata
 from vitct.prediction.predictor import COLUMNS, DemoModelWarning, load_model
 
 pytestmark = pytest.mark.slow
@@ -138,6 +139,17 @@ def test_the_headline_is_computed_from_the_runs_predictions(demo_run: Path):
         binary_metrics(test.label, test.prob_covid)["accuracy"]
     )
     assert {"pixels_1nn", "grey_histogram", "shortcut_meter"} == headline["baselines"].keys()
+    # calibration: before (prob_raw) and after the shipped model's temperature, from its file
+    calibrated = headline["calibration"]
+    assert set(calibrated) == {"held_out", "test", "external:scanner_b"}
+    assert calibrated["test"]["ece"] == pytest.approx(
+        expected_calibration_error(test.label, test.prob_covid)
+    )
+    assert calibrated["test"]["brier_raw"] == pytest.approx(brier_score(test.label, test.prob_raw))
+    temperature = read_metadata(results / "model.safetensors")["calibration"]["temperature"]
+    assert calibrated["test"]["temperature"] == temperature > 0
+    assert ((test.prob_raw >= 0.5) == (test.prob_covid >= 0.5)).all()
+    assert calibrated["held_out"]["runs"] == 4
     assert headline["protocol"]["optimistic"] == []  # nested grid, grouped locked test
     json.dumps(headline, allow_nan=False)  # null, never NaN, where a number is missing
 
@@ -174,6 +186,7 @@ def test_the_report_leads_with_cross_validation_and_says_which_data_chose_what(d
         "Which data chose what",
         "<h2>Cross-validation</h2>",
         "The shipped model",
+        "<h2>Calibration",
         "Ablation: what each ingredient buys",
         "Memorisation",
         "<h2>Sweep</h2>",
@@ -189,6 +202,8 @@ def test_the_report_leads_with_cross_validation_and_says_which_data_chose_what(d
     assert first[0].startswith("| ViT, final recipe: cross-validation mean")
     assert first[2] in html  # the cross-validation accuracy with its interval
     assert summary[5].startswith("| ViT, shipped model | locked test")
+    assert any(line.startswith("Calibration (temperature scaling, T = ") for line in summary)
+    assert "ECE before" in html and "after temperature scaling" in html
     assert "nan" not in "\n".join(summary).lower()
 
 

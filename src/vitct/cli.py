@@ -1,11 +1,14 @@
-"""The `vitct` command: `vitct predict MODEL INPUT...` classifies CT slices with a model file.
+"""The `vitct` command: `vitct predict MODEL INPUT...` classifies CT slices with a model file;
+`vitct adapt MODEL FOLDER -o ADAPTED` adapts a model file to a new site with a folder of its
+labelled slices (vitct.training.adapt).
 
-Exit status: 0 every input classified; 1 some could not be (their rows say why in the error
-column; the others are still written); 2 the model file or the arguments are unusable, an output
-that cannot be written included (-o or --attention; checked before any work); 3 an output could
-not be written at the end (a disk that filled up meanwhile): the message says why, and where the
-predictions were kept instead. Images unlike the model's training data are flagged in the
-unfamiliar column and named on stderr; they do not change the exit status.
+predict's exit status: 0 every input classified; 1 some could not be (their rows say why in
+the error column; the others are still written); 2 the model file or the arguments are unusable,
+an output that cannot be written included (-o or --attention; checked before any work); 3 an
+output could not be written at the end (a disk that filled up meanwhile): the message says why,
+and where the predictions were kept instead. Images unlike the model's training data are flagged
+in the unfamiliar column and named on stderr; they do not change the exit status. adapt's: 0
+adapted; 2 an unusable model file, labelled folder or output (one line says which and why).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from vitct.atomic_files import OutputError, blocking_file, check_writable
 from vitct.data.images import ImageWarning
+from vitct.errors import UserError
 from vitct.model.artifact import ArtifactError
 from vitct.prediction.predictor import (
     DOWNLOAD_TIMEOUT,
@@ -30,6 +34,7 @@ from vitct.prediction.predictor import (
     unfamiliar_warning,
     write_csv,
 )
+from vitct.training.adapt import DEFAULTS, TRAINABLE, adapt_folder
 
 
 def _positive(kind):
@@ -79,11 +84,55 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="largest URL download in bytes (%(default)d)",
     )
+    adapt = commands.add_parser(
+        "adapt",
+        help="adapt a model file to a new site with a folder of its labelled slices",
+        description="Fine-tune a model file's last layers on a folder of labelled slices "
+        "(COVID/ and non-COVID/, as the Kaggle layout) and write the adapted model file, which "
+        "records what it was adapted on. Exit status 0: adapted; 2: an unusable model file, "
+        "folder or output (one line says why).",
+    )
+    adapt.add_argument("model", help="model file, e.g. results/model.safetensors")
+    adapt.add_argument("folder", help="labelled slices of the new site: COVID/ and non-COVID/")
+    adapt.add_argument("-o", "--output", required=True, metavar="ADAPTED", help="model file")
+    adapt.add_argument("--epochs", type=_positive(int), default=DEFAULTS["epochs"], metavar="N")
+    adapt.add_argument("--lr", type=_positive(float), default=DEFAULTS["lr"], metavar="X")
+    adapt.add_argument(
+        "--trainable",
+        choices=TRAINABLE,
+        default=DEFAULTS["trainable"],
+        help="what is trained (%(default)s); the rest stays as trained",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return _adapt(args) if args.command == "adapt" else _predict(args)
+
+
+def _adapt(args) -> int:
+    try:
+        check_writable(args.output)  # before any work
+    except OSError as e:
+        reason = _explain(e, args.output, "-o", "adapted.safetensors")
+        print(f"vitct: {reason} and run again.", file=sys.stderr)
+        return 2
+    settings = {"epochs": args.epochs, "lr": args.lr, "trainable": args.trainable}
+    try:
+        record = adapt_folder(args.model, args.folder, args.output, **settings)
+    except UserError as e:  # the model file, the folder or the output: one line each
+        print(f"vitct: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"vitct: adapted on {record['slices']} labelled slices of '{args.folder}' "
+        f"({record['classes']}); written to {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _predict(args) -> int:
     unwritable = _check_outputs(args)  # before the model loads or any image is decoded
     if unwritable:
         for reason in unwritable:
@@ -149,8 +198,11 @@ def _check_outputs(args) -> list[str]:
     return reasons
 
 
-def _explain(error: BaseException, target: str, option: str) -> str:
-    """One line: which output, why it cannot be written, and what to do about that cause."""
+def _explain(
+    error: BaseException, target: str, option: str, example: str = "predictions.csv"
+) -> str:
+    """One line: which output, why it cannot be written, and what to do about that cause
+    (`example`: a file name to suggest where a folder was given)."""
     what = "the attention overlays to " if option == "--attention" else ""
     head = f"cannot write {what}'{target}'"
     if not isinstance(error, OSError):
@@ -160,7 +212,7 @@ def _explain(error: BaseException, target: str, option: str) -> str:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if option == "-o" and (code == errno.EISDIR or path.is_dir()):
-        return f"{head}: it is a folder: name a file for -o (e.g. '{path / 'predictions.csv'}')"
+        return f"{head}: it is a folder: name a file for -o (e.g. '{path / example}')"
     if option == "--attention" and path.exists() and not path.is_dir():
         return f"{head}: it is a file, not a folder: name a folder for --attention"
     blocking = blocking_file(path / "x" if option == "--attention" else path)

@@ -4,6 +4,7 @@ from pathlib import Path
 import yaml
 from snakemake.utils import min_version
 
+from vitct.data.cache import source_prefix
 from vitct.data.fingerprints import content_fingerprint
 from vitct.data.model_input import INTENSITIES, MASKS
 from vitct.pipeline.code_inputs import code_files
@@ -45,7 +46,7 @@ wildcard_constraints:
     mask="|".join(MASKS),
     intensity="|".join(INTENSITIES),
     recipe="[A-Za-z0-9_~.+-]+",
-    fold=r"all|fold\d+",
+    fold=r"all|fold\d+|lo_[A-Za-z0-9_-]+|draw\d+",
     seed=r"\d+",
 
 
@@ -97,16 +98,35 @@ def data_content(wildcards):
     return content_fingerprint(root if root.is_dir() else root.parent, files, memo)
 
 
-def base_cache():
-    """The training source preprocessed as the config's preprocess section says (the grid's
-    images): its thumbnails and grey-level histograms, the same in every cache, are what the
-    partition and the baselines read, so another final image size does not repartition.
-    """
+# The training sources (vitct.pipeline.plan): each is read from a data set, its paths under a
+# prefix in the partition and every run's tables (none for the primary source).
+SOURCES = PLAN.sources
+TRAINING_SETS = list(dict.fromkeys(SOURCES.values()))
+SOURCE_PARAMS = {
+    "names": list(SOURCES),
+    "sets": list(SOURCES.values()),
+    "prefixes": [source_prefix(n, s == DATASET) for n, s in SOURCES.items()],
+}
+
+
+# The data sets the partition reads: the training sources', and the adaptation site's.
+PARTITION_SETS = list(
+    dict.fromkeys([*TRAINING_SETS, *([PLAN.site] if PLAN.site else [])])
+)
+# Every image of the adaptation site: in its pool or its evaluation part (empty without a site).
+SITE_SPLIT = f"{RESULTS}/data/site_split.tsv"
+
+
+def base_caches():
+    """Every training source (and the adaptation site) preprocessed as the config's preprocess
+    section says (the grid's images): their thumbnails and grey-level histograms, the same in
+    every cache, are what the partition reads, so another final image size does not
+    repartition."""
     pre = config["preprocess"]
     images = IMAGES.format(
         size=pre["image_size"], mask=pre["mask"], intensity=pre["intensity"]
     )
-    return f"{RESULTS}/data/{DATASET}/{images}"
+    return [f"{RESULTS}/data/{name}/{images}" for name in PARTITION_SETS]
 
 
 def cache_of(recipe, data_set=DATASET):
@@ -114,8 +134,13 @@ def cache_of(recipe, data_set=DATASET):
     return f"{RESULTS}/data/{data_set}/{IMAGES.format(**PLAN.preprocessing(recipe))}"
 
 
+def training_caches(recipe):
+    """Every training source's images preprocessed as `recipe` sees them, in SOURCES' order."""
+    return [cache_of(recipe, data_set) for data_set in SOURCES.values()]
+
+
 def run_cache(wildcards):
-    return cache_of(wildcards.recipe)
+    return training_caches(wildcards.recipe)
 
 
 def external_caches(wildcards):
@@ -171,6 +196,10 @@ def run_resource(key):
     ][key]
 
 
+def adaptation_params(wildcards):
+    return PLAN.adaptation_of(run_of(wildcards))
+
+
 def run_file(runs, name):
     return [f"{run.folder(RESULTS)}/{name}" for run in runs]
 
@@ -198,6 +227,10 @@ if PLAN.cv_folds:
     SUMMARY_FIGURES["cv_figure"] = figure("cv_runs", "cv", "Cross-validation")
 if PLAN.variants:
     SUMMARY_FIGURES["ablation_figure"] = figure("ablation", "ablation", "Ablation")
+if PLAN.adaptation_runs():
+    SUMMARY_FIGURES["curve_figure"] = figure(
+        "learning_curve", "learning_curve", "Scans from elsewhere"
+    )
 
 
 def predict_folder(wildcards):

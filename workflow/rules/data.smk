@@ -81,16 +81,19 @@ rule preprocess:
         "../scripts/preprocess.py"
 
 
-# Near-duplicate groups, the locked test split and the folds; every run's inner validation
-# split is checked here too, so a part without a class stops the run before any training.
+# Near-duplicate groups, the locked test split and the folds of every training source; every
+# run's inner validation split is checked here too, so a part without a class stops the run
+# before any training. With an adaptation site, its split into the adaptation pool and the
+# evaluation part too.
 rule partition:
     input:
-        manifest=f"{RESULTS}/data/{DATASET}/manifest.tsv",
-        cache=base_cache(),
+        manifests=[f"{RESULTS}/data/{name}/manifest.tsv" for name in PARTITION_SETS],
+        caches=base_caches(),
         code=code("partition"),
     output:
         partition=PARTITION,
         summary=f"{RESULTS}/data/partition.json",
+        site=SITE_SPLIT,
     log:
         f"{LOGS}/partition.log",
     benchmark:
@@ -101,5 +104,10 @@ rule partition:
         split=config["split"],
         folds=config["evaluation"]["folds"],
         run_folds=PLAN.run_folds(),
+        sets=PARTITION_SETS,
+        sources=SOURCE_PARAMS,
+        site=PLAN.site,
+        # only what shapes the site's split: other adaptation settings keep the partition
+        adaptation={k: config["adaptation"][k] for k in ("pool", "train_on_pool")},
     script:
         "../scripts/partition.py"

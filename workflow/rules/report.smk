@@ -21,6 +21,8 @@ rule summarise:
             category="Sweep",
         ),
         ablation=f"{SUMMARY}/ablation.tsv",
+        loso=f"{SUMMARY}/leave_one_source_out.tsv",
+        curve=f"{SUMMARY}/learning_curve.tsv",
     log:
         f"{LOGS}/summarise.log",
     benchmark:
@@ -35,6 +37,9 @@ rule summarise:
             "nested": PLAN.nested,
             "variants": PLAN.variants,
             "grid": list(config["sweep"]["grid"]),
+            "grid_recipes": list(PLAN.grid),
+            "sources": list(PLAN.sources),
+            "site": PLAN.site,
             "external": list(PLAN.external),
             "metric": config["training"]["selection_metric"],
             "strategy": config["split"]["strategy"],
@@ -52,7 +57,7 @@ rule attention_maps:
     input:
         model=f"{SHIPPED}/model.safetensors",
         predictions=f"{SHIPPED}/predictions.tsv",
-        cache=cache_of("final"),
+        cache=training_caches("final"),
         partition=PARTITION,
         code=code("attention_maps"),
     output:
@@ -83,6 +88,7 @@ rule attention_maps:
     threads: FINAL_THREADS
     params:
         n_images=config["evaluation"]["attention_images"],
+        prefixes=SOURCE_PARAMS["prefixes"],
     script:
         "../scripts/attention_maps.py"
 
@@ -95,8 +101,11 @@ rule report:
         folds=rules.summarise.output.folds,
         sweep=rules.summarise.output.sweep,
         ablation=rules.summarise.output.ablation,
+        loso=rules.summarise.output.loso,
+        curve=rules.summarise.output.curve,
         partition=rules.partition.output.summary,
         receipt=f"{RESULTS}/data/{DATASET}/source.json",
+        receipts=[f"{RESULTS}/data/{s}/source.json" for s in SOURCES.values()],
         manifest=f"{RESULTS}/data/{DATASET}/manifest.tsv",
         rejects=f"{RESULTS}/data/{DATASET}/rejects.tsv",
         shipped=f"{SHIPPED}/train_metrics.json",
@@ -106,6 +115,7 @@ rule report:
     output:
         html=f"{RESULTS}/report.html",
         summary=f"{RESULTS}/summary.md",
+        card=f"{RESULTS}/model_card.md",
     log:
         f"{LOGS}/report.log",
     benchmark:
@@ -117,6 +127,7 @@ rule report:
         config={key: value for key, value in config.items() if key != "predict"},
         benchmarks=BENCH,
         shipped_model=SHIPPED_MODEL,
+        sources=list(SOURCES),
     script:
         "../scripts/report.py"
 

@@ -29,6 +29,7 @@ rule pretrain:
     params:
         run=pretrain_params,
         split=SPLIT,
+        prefixes=SOURCE_PARAMS["prefixes"],
     script:
         "../scripts/pretrain.py"
 
@@ -51,6 +52,9 @@ rule train:
         f"{LOGS}/runs/{{recipe}}/{{fold}}/seed{{seed}}/train.log",
     benchmark:
         f"{BENCH}/train/{{recipe}}/{{fold}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        recipe=r"(?!adapt~)[A-Za-z0-9_~.+-]+",  # adapt~...: the adapt rule's
+        fold=r"all|fold\d+|lo_[A-Za-z0-9_-]+",
     conda:
         ENV
     threads: run_threads
@@ -62,17 +66,61 @@ rule train:
     params:
         run=run_params,
         split=SPLIT,
+        prefixes=SOURCE_PARAMS["prefixes"],
     script:
         "../scripts/train.py"
+
+
+# One point of the learning curve: the shipped model adapted to the site with n slices drawn
+# from its adaptation pool (adaptation.method), under results/runs/adapt~METHOD~nN/drawD/.
+rule adapt:
+    input:
+        model=f"{SHIPPED}/model.safetensors",
+        shipped=f"{SHIPPED}/train_metrics.json",
+        site_split=SITE_SPLIT,
+        site_cache=lambda wildcards: cache_of("final", PLAN.site),
+        partition=PARTITION,
+        caches=training_caches("final"),
+        code=code("adapt"),
+    output:
+        model=f"{RUN}/model.safetensors",
+        metrics=f"{RUN}/train_metrics.json",
+        history=f"{RUN}/history.tsv",
+    log:
+        f"{LOGS}/runs/{{recipe}}/{{fold}}/seed{{seed}}/adapt.log",
+    benchmark:
+        f"{BENCH}/adapt/{{recipe}}/{{fold}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        recipe=r"adapt~[a-z]+~n(\d+|all)",
+        fold=r"draw\d+",
+    conda:
+        ENV
+    threads: FINAL_THREADS
+    resources:
+        mem_mb=config["final"]["mem_mb"],
+        runtime=config["final"]["runtime"],
+        gpu_slots=1,
+    params:
+        run=adaptation_params,
+        recipe=lambda wildcards: wildcards.recipe,
+        fold=lambda wildcards: wildcards.fold,
+        seed=lambda wildcards: int(wildcards.seed),
+        site=PLAN.site,
+        adaptation=config["adaptation"],
+        split=SPLIT,
+        prefixes=SOURCE_PARAMS["prefixes"],
+    script:
+        "../scripts/adapt.py"
 
 
 # The only step that reads the labels of a held-out fold, the locked test or an external set.
 rule score:
     input:
-        model=rules.train.output.model,
+        model=f"{RUN}/model.safetensors",
         cache=run_cache,
         partition=PARTITION,
         external=external_caches,
+        site=SITE_SPLIT,
         code=code("score"),
     output:
         predictions=f"{RUN}/predictions.tsv",
@@ -87,6 +135,8 @@ rule score:
         fold=lambda wildcards: wildcards.fold,
         external=list(PLAN.external),
         split=SPLIT,
+        prefixes=SOURCE_PARAMS["prefixes"],
+        site=PLAN.site,
     script:
         "../scripts/score.py"
 
@@ -97,9 +147,10 @@ rule score:
 # the final recipe's own input).
 rule baselines:
     input:
-        cache=cache_of("final"),
+        cache=training_caches("final"),
         partition=PARTITION,
         external=[cache_of("final", name) for name in PLAN.external],
+        site=SITE_SPLIT,
         code=code("baselines"),
     output:
         predictions=expand(
@@ -116,5 +167,7 @@ rule baselines:
         folds=PLAN.run_folds(),
         external=list(PLAN.external),
         split=SPLIT,
+        prefixes=SOURCE_PARAMS["prefixes"],
+        site=PLAN.site,
     script:
         "../scripts/baselines.py"

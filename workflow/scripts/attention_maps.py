@@ -4,7 +4,7 @@ on locked test images."""
 import numpy as np
 import pandas as pd
 
-from vitct.data.cache import load_cache, rows_of
+from vitct.data.cache import load_training_cache, rows_of
 from vitct.data.classes import CLASS_NAMES
 from vitct.evaluation.figures import plot_head_maps, plot_patch_grid, plot_rollouts
 from vitct.evaluation.scoring import TEST, read_predictions
@@ -27,7 +27,7 @@ def pick_images(predictions: pd.DataFrame, n: int) -> list[int]:
 
 def main(snakemake):
     model, meta = load_artifact(snakemake.input.model)
-    cache = load_cache(snakemake.input.cache)
+    cache = load_training_cache(snakemake.input.cache, snakemake.params.prefixes)
     predictions = read_predictions(snakemake.input.predictions)
     predictions = predictions[predictions.part == TEST].reset_index(drop=True)
     pre, cfg = meta["preprocessing"], model.cfg

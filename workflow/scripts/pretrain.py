@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vitct.data.cache import load_cache
+from vitct.data.cache import load_training_cache
 from vitct.pipeline import harness
 from vitct.pipeline.plan import step_settings
 from vitct.training.checkpoint import pretraining_checkpoint, save_atomically
@@ -22,14 +22,14 @@ def main(snakemake):
     # Not an output: Snakemake keeps it when the job is killed, and the rerun resumes from it.
     resume = pretraining_checkpoint(output)
     result = pretrain_run(
-        load_cache(inputs.cache),
+        load_training_cache(inputs.cache, snakemake.params.prefixes),
         table,
         params["fold"],
         snakemake.params.split,
         model_cfg,
         train_cfg,
         resume_path=resume,
-        run_id=fingerprint(model_cfg, train_cfg, inputs.cache, inputs.partition),
+        run_id=fingerprint(model_cfg, train_cfg, *inputs.cache, inputs.partition),
     )
     save_atomically(result, output)
     resume.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """Train one run on its fold's training images, picking its epoch (and, for a scored run, its
-out-of-distribution threshold) on its own inner validation split; a tuned recipe first takes the
-grid combination its choice runs' inner-validation metrics chose."""
+out-of-distribution threshold and its temperature) on its own inner validation split; a tuned
+recipe first takes the grid combination its choice runs' inner-validation metrics chose."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from vitct.atomic_files import write_text
-from vitct.data.cache import load_cache
+from vitct.data.cache import load_training_cache
 from vitct.data.manifest import sha256_of
 from vitct.evaluation.figures import plot_history
 from vitct.model.artifact import save_artifact
@@ -24,7 +24,7 @@ def main(snakemake):
     params, inputs = snakemake.params.run, snakemake.input
     model_cfg, train_cfg, preprocessing, chosen = step_settings(params, inputs.choice)
     table = pd.read_csv(inputs.partition, sep="\t", keep_default_na=False)
-    pretrained, identity = None, [inputs.cache, inputs.partition]
+    pretrained, identity = None, [*inputs.cache, inputs.partition]
     if inputs.get("pretrained"):  # the shared pretraining of the pretrain rule
         pretrained = torch.load(inputs.pretrained, weights_only=True)
         identity.append(inputs.pretrained)  # a new pretraining restarts the training
@@ -32,7 +32,7 @@ def main(snakemake):
     resume = out / "resume.pt"  # not an output: Snakemake keeps it when a job is interrupted
     try:
         run = train_run(
-            load_cache(inputs.cache),
+            load_training_cache(inputs.cache, snakemake.params.prefixes),
             table,
             params["fold"],
             snakemake.params.split,
@@ -66,6 +66,8 @@ def main(snakemake):
     }
     if run.reference is not None:
         metrics["ood_thresholds"] = run.reference.header()
+    if run.calibration is not None:
+        metrics["calibration"] = run.calibration.header()
     # Which data made the model: the download's receipt and the exact set of images.
     provenance = json.loads(Path(inputs.receipt).read_text())
     provenance["manifest_sha256"] = sha256_of(Path(inputs.manifest))
@@ -85,6 +87,7 @@ def main(snakemake):
             "std": run.std,
         },
         familiarity=run.reference,
+        calibration=run.calibration,
         training=train_cfg.to_dict(),
         data=provenance,
         validation=validation,

@@ -32,3 +32,27 @@ def rows_of(stored_paths, wanted_paths, source: str | Path) -> np.ndarray:
             "delete it and rerun the workflow to rebuild it"
         )
     return np.array([row_of[p] for p in wanted_paths], dtype=np.int64)
+
+
+def source_prefix(name: str, primary: bool) -> str:
+    """What a training source's image paths start with in the tables: nothing for the primary
+    source (its paths as its manifest has them), "NAME/" for each further one, so that the
+    paths of several sources never collide."""
+    return "" if primary else f"{name}/"
+
+
+def load_training_cache(paths: list, prefixes: list[str]) -> dict:
+    """The caches of every training source (one per source, in the same preprocessing) as one,
+    each source's paths under its prefix (source_prefix)."""
+    caches = [load_cache(path) for path in paths]
+    if len(caches) == 1 and not prefixes[0]:
+        return caches[0]
+    combined = {}
+    for key in caches[0]:
+        parts = [cache[key] for cache in caches]
+        if key == "paths":
+            parts = [
+                np.char.add(prefix, part) for prefix, part in zip(prefixes, parts, strict=True)
+            ]
+        combined[key] = np.concatenate(parts)
+    return combined

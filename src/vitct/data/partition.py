@@ -28,6 +28,8 @@ from vitct.errors import UserError
 STRATEGIES = ("random", "grouped")
 GROUP_COLUMN = {"random": "sha256", "grouped": "near_duplicate_group"}
 ALL = "all"  # the fold name of a run on the whole pool, scored on the locked test
+LEAVE_OUT = "lo_"  # lo_NAME: a run on every source but NAME, scored on all of NAME's images
+DRAW = "draw"  # drawD: an adaptation of the run on `all`, scored as it is
 TEST_FOLD = -1  # the fold column's value for the locked test split
 # Each part needs each class: without it validation cannot rank epochs (MCC is 0 whatever the
 # model does) and the test split has no ROC curve, which scoring would find only at the end.
@@ -44,11 +46,14 @@ def fold_names(n_folds: int) -> list[str]:
 
 
 def fold_index(fold: str) -> int | None:
-    """0 for "fold0", None for "all"."""
-    if fold == ALL:
+    """0 for "fold0", None for "all", a left-out source's fold and an adaptation's draw."""
+    if fold == ALL or fold.startswith(LEAVE_OUT) or (fold.startswith(DRAW) and fold[4:].isdigit()):
         return None
     if not fold.startswith("fold") or not fold[4:].isdigit():
-        raise ValueError(f"a run's fold is '{ALL}' or fold0, fold1, ..., not {fold!r}")
+        raise ValueError(
+            f"a run's fold is '{ALL}', fold0, fold1, ..., {LEAVE_OUT}SOURCE or {DRAW}0, ..., "
+            f"not {fold!r}"
+        )
     return int(fold[4:])
 
 
@@ -64,6 +69,9 @@ def deal_groups(
     groups = table.groupby(group_column, sort=True)["label"]
     sizes = groups.size()
     stratum = groups.agg(lambda labels: labels.mode().min())
+    if "source" in table:  # every source dealt alike: its classes' shares hold per source
+        sources = table.groupby(group_column, sort=True)["source"].agg(lambda s: s.mode().min())
+        stratum = sources.astype(str) + "/" + stratum.astype(str)
     choice = {}
     for label in sorted(stratum.unique()):
         keys = stratum.index[stratum == label]
@@ -113,9 +121,13 @@ def assign_folds(table: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
                 f"only {n_groups} near-duplicate groups of class {CLASS_DIRS[1 - label]}: every "
                 f"fold needs one of each class at least; {advice}"
             )
+    # Stratified by source as well as class when there are several sources.
+    strata = (
+        pool.source.astype(str) + "/" + pool.label.astype(str) if "source" in pool else pool.label
+    )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for fold, (_, held_out) in enumerate(
-        splitter.split(pool, pool.label, groups=pool.near_duplicate_group)
+        splitter.split(pool, strata, groups=pool.near_duplicate_group)
     ):
         folds[pool.index[held_out]] = fold
     return folds
@@ -123,7 +135,8 @@ def assign_folds(table: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
 
 def run_parts(table: pd.DataFrame, fold: str, val_share: float, seed: int) -> pd.Series:
     """Every image's part in the run on `fold`: "train", "val" (its inner validation split),
-    "held_out" (its fold, for a cross-validation run) or "test" (the locked test split).
+    "held_out" (its fold, for a cross-validation run; every image of the source a lo_SOURCE run
+    leaves out) or "test" (the locked test split).
 
     The inner validation split is dealt from the run's training images alone, by near-duplicate
     group and stratified by their labels, so no held-out or test label can change it."""
@@ -132,6 +145,11 @@ def run_parts(table: pd.DataFrame, fold: str, val_share: float, seed: int) -> pd
     part[table.test] = "test"
     if k is not None:
         part[(table.fold == k) & ~table.test] = "held_out"
+    if fold.startswith(LEAVE_OUT):
+        left_out = table.source == fold.removeprefix(LEAVE_OUT)
+        if not left_out.any():
+            raise SplitError(f"run on {fold}: no image of source '{fold[len(LEAVE_OUT) :]}'")
+        part[left_out] = "held_out"
     training = table[part == "train"]
     shares = {"train": 1 - val_share, "val": val_share}
     inner = deal_groups(training, shares, seed + (k or 0), "near_duplicate_group")
@@ -165,6 +183,11 @@ def run_data(cache: dict, table: pd.DataFrame, parts: pd.Series, wanted: tuple[s
         out[f"{name}_grey"] = cache["histograms"][rows]
         out[f"{name}_thumbnails"] = cache["thumbnails"][rows]
         out[f"{name}_groups"] = selected.near_duplicate_group.to_numpy()
+        out[f"{name}_sources"] = (
+            selected.source.to_numpy(dtype=object)
+            if "source" in selected
+            else np.full(len(selected), "", dtype=object)
+        )
     if "train" in wanted:
         train = out["train_x"].astype(np.float64) / 255.0
         out["mean"], out["std"] = float(train.mean()), float(train.std())

@@ -1,5 +1,5 @@
-"""Figures: training curves, the sweep grid, confusion matrix, ROC, the ablation and attention
-maps."""
+"""Figures: training curves, the sweep grid, confusion matrix, ROC, reliability diagrams (before
+and after temperature scaling), the ablation and attention maps."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E40
 
 from vitct.atomic_files import write_output  # noqa: E402
 from vitct.data.classes import CLASS_NAMES  # noqa: E402
+from vitct.evaluation.metrics import (  # noqa: E402
+    CALIBRATION_BINS,
+    calibration_bins,
+    expected_calibration_error,
+)
 
 
 def _save(fig, path, tight: bool = True) -> None:
@@ -227,33 +232,74 @@ def plot_cv_runs(runs: pd.DataFrame, cv: dict, path, shipped_test: float | None)
     _save(fig, path)
 
 
-def plot_reliability(sets: dict, path, bins: int = 10) -> None:
-    """Reliability diagrams, one panel per set (name -> (labels, COVID probabilities)): mean
-    predicted COVID probability per bin against the share of COVID slices in it (empty bins
-    left out), with how many slices fall in each bin."""
+def plot_reliability(sets: dict, path, temperature: float | None = None) -> None:
+    """Reliability diagrams, one panel per set (name -> (labels, COVID probabilities before
+    temperature scaling, after it)): in each of the ECE's equal-width bins
+    (vitct.evaluation.metrics.calibration_bins), the mean predicted COVID probability against
+    the share of COVID slices, before and after (empty bins left out), each labelled with its
+    ECE; below, how many slices fall in each bin after."""
     fig, axes = plt.subplots(
         2,
         len(sets),
-        figsize=(4.2 * len(sets), 5),
+        figsize=(4.2 * len(sets), 5.4),
         squeeze=False,
         sharex=True,
         gridspec_kw={"height_ratios": [3, 1]},
     )
-    edges = np.linspace(0, 1, bins + 1)
-    for k, (name, (y_true, prob)) in enumerate(sets.items()):
-        y_true, prob = np.asarray(y_true), np.asarray(prob, dtype=float)
-        which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
-        counts = np.bincount(which, minlength=bins)
-        used = counts > 0
-        mean_prob = np.bincount(which, prob, bins)[used] / counts[used]
-        share = np.bincount(which, y_true.astype(float), bins)[used] / counts[used]
+    bins = CALIBRATION_BINS
+    after = "after temperature scaling" + (f" (T = {temperature:.3g})" if temperature else "")
+    for k, (name, (y_true, prob_raw, prob)) in enumerate(sets.items()):
+        y_true = np.asarray(y_true, dtype=float)
         ax, ax_n = axes[0][k], axes[1][k]
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="calibrated")
-        ax.plot(mean_prob, share, marker="o", label="model")
+        for label, p, style in (("before", prob_raw, "--"), (after, prob, "-")):
+            p = np.asarray(p, dtype=float)
+            which = calibration_bins(p, bins)
+            counts = np.bincount(which, minlength=bins)
+            used = counts > 0
+            mean_prob = np.bincount(which, p, bins)[used] / counts[used]
+            share = np.bincount(which, y_true, bins)[used] / counts[used]
+            ece = expected_calibration_error(y_true, p, bins)
+            ax.plot(mean_prob, share, marker="o", linestyle=style, label=f"{label}, ECE {ece:.3f}")
         ax.set(title=f"{name} (n = {len(y_true)})", xlim=(0, 1), ylim=(-0.02, 1.02))
-        ax.legend(frameon=False, fontsize=8)
-        ax_n.bar(edges[:-1], counts, width=1 / bins, align="edge", color="tab:grey")
+        ax.legend(frameon=False, fontsize=7, loc="upper left")
+        counts = np.bincount(calibration_bins(prob, bins), minlength=bins)  # after
+        ax_n.bar(np.arange(bins) / bins, counts, width=1 / bins, align="edge", color="tab:grey")
         ax_n.set(xlabel="predicted COVID probability")
     axes[0][0].set_ylabel("share of COVID slices")
-    axes[1][0].set_ylabel("slices")
+    axes[1][0].set_ylabel("slices (after)")
+    _save(fig, path)
+
+
+def plot_learning_curve(curve: pd.DataFrame, site: str, path) -> None:
+    """Accuracy and ROC-AUC on the site's evaluation part against the number of its labelled
+    slices the model was adapted with (95% intervals as whiskers), and the same models' locked
+    test accuracy beside the shipped model's: what adapting buys there and costs here."""
+    labels = [str(n) for n in curve["labelled site slices"]]
+    x = np.arange(len(labels))
+    fig, (ax, ax_in) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for metric, colour in (("accuracy", "tab:blue"), ("roc_auc", "tab:orange")):
+        value = curve[f"site {metric}"].to_numpy(dtype=float)
+        low = curve[f"site {metric}_low"].to_numpy(dtype=float)
+        high = curve[f"site {metric}_high"].to_numpy(dtype=float)
+        ax.errorbar(
+            x, value, yerr=[value - low, high - value], marker="o", capsize=3, color=colour,
+            label=metric.replace("roc_auc", "ROC-AUC"),
+        )  # fmt: skip
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="a coin")
+    ax.set(
+        xticks=x, xticklabels=labels, ylim=(0.3, 1.02), xlabel="labelled site slices",
+        title=f"on {site}'s evaluation part",
+    )  # fmt: skip
+    ax.legend(fontsize=8, loc="lower right")
+    shipped = curve["locked test accuracy"].iloc[0]
+    ax_in.plot(x, curve["locked test accuracy"], marker="o", color="tab:green")
+    ax_in.axhline(shipped, color="black", linestyle="--", linewidth=1, label="shipped model")
+    ax_in.set(
+        xticks=x, xticklabels=labels, xlabel="labelled site slices", ylabel="accuracy",
+        title="in-source: the locked test",
+    )  # fmt: skip
+    ax_in.legend(fontsize=8)
+    for axis in (ax, ax_in):
+        axis.grid(alpha=0.3)
     _save(fig, path)

@@ -1,4 +1,6 @@
-"""Classification metrics, COVID as the positive class, from scikit-learn."""
+"""Classification metrics, COVID as the positive class, from scikit-learn; and how far the COVID
+probability can be taken at its word (the expected calibration error and the Brier score), which
+accuracy and ROC-AUC cannot say: both are blind to a monotone change of the probabilities."""
 
 from __future__ import annotations
 
@@ -40,6 +42,44 @@ def binary_metrics(y_true, prob_covid, threshold: float = 0.5) -> dict:
         "tn": int(tn),
         "fn": int(fn),
     }
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration_bins(prob_covid, bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """Each probability's bin among `bins` equal-width bins of [0, 1]: bin k holds
+    [k / bins, (k + 1) / bins), the last one also 1.0 (the reliability diagrams use them too)."""
+    prob = np.asarray(prob_covid, dtype=float)
+    return np.clip(np.floor(prob * bins).astype(int), 0, bins - 1)
+
+
+def expected_calibration_error(y_true, prob_covid, bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error of the COVID probability (label 1 COVID).
+
+    The probabilities fall into `bins` equal-width bins of [0, 1] (`calibration_bins`); in
+    each bin that holds any, the gap is |share of COVID slices - mean COVID probability|;
+    the ECE is the mean of the gaps weighted by the bins' counts:
+    sum over bins of (n_bin / n) * |mean(y in bin) - mean(p in bin)|. 0 is calibrated; it is
+    the COVID probability that is binned (both classes), not the top-label confidence.
+    NaN for no images.
+    """
+    y = np.asarray(y_true, dtype=float)
+    prob = np.asarray(prob_covid, dtype=float)
+    if not len(y):
+        return float("nan")
+    which = calibration_bins(prob, bins)
+    counts = np.bincount(which, minlength=bins)
+    gaps = np.abs(np.bincount(which, y, bins) - np.bincount(which, prob, bins))
+    return float(gaps.sum() / counts.sum())  # sum_bins n_b/n * |sum_b(y - p)| / n_b
+
+
+def brier_score(y_true, prob_covid) -> float:
+    """Mean squared difference between the COVID probability and the label (0 or 1): 0 is
+    perfect, 0.25 is a constant 0.5. NaN for no images."""
+    y = np.asarray(y_true, dtype=float)
+    prob = np.asarray(prob_covid, dtype=float)
+    return float(np.mean((prob - y) ** 2)) if len(y) else float("nan")
 
 
 def resampling_weights(groups, n_resamples: int, seed: int = 0) -> np.ndarray:

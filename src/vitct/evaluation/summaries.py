@@ -1,12 +1,15 @@
 """Every number the report gives, from the runs' predictions tables and metrics files.
 
-- the sweep table and the choice of a grid combination (`choose_recipe`), made on the grid
-  runs' inner-validation metrics only;
+- the sweep table (vitct.evaluation.selection, which also makes the choice of a grid
+  combination on the grid runs' inner-validation metrics only);
 - the cross-validation headline: the final recipe's mean over folds x seeds on the held-out
   folds, with its interval, the seed-to-seed and fold-to-fold spread;
 - the shipped model (the final recipe on every non-test image) on the locked test split and on
   every external set, beside the fold models' mean and ensemble and the baselines;
 - the ablation: each variant against the final recipe on the same runs' images, paired;
+- calibration: the expected calibration error and Brier score before temperature scaling
+  (`prob_raw`) and after it (`prob_covid`), with the temperature, on every part the shipped
+  model is scored on and as the cross-validation mean on the held-out folds;
 - which data chose what, and which figure a choice makes optimistic.
 
 Every interval is a cluster bootstrap: one resample draws whole near-duplicate groups (one
@@ -16,119 +19,28 @@ part is scored on the same draws, so recipes over the same images compare pair b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from vitct.data.partition import ALL
+from vitct.data.partition import ALL, DRAW, LEAVE_OUT
 from vitct.evaluation.metrics import (
     binary_metrics,
+    brier_score,
+    expected_calibration_error,
     percentile_interval,
     resampling_weights,
     weighted_score_matrix,
 )
 from vitct.evaluation.scoring import EXTERNAL_PREFIX, HELD_OUT, TEST
+from vitct.evaluation.selection import sweep_runs
 
 METRICS = ("accuracy", "mcc", "roc_auc")
 LEVEL = 0.95
 RUN_KEYS = ["recipe", "fold", "seed"]
-# What the sweep table keeps of each grid run's inner-validation metrics.
-SWEEP_METRICS = ("val_accuracy", "val_mcc", "val_roc_auc", "val_f1", "val_loss")
-
-
-# --- the sweep ----------------------------------------------------------------------------------
-
-
-def sweep_runs(metrics: list[dict], grid: list[str]) -> pd.DataFrame:
-    """One row per grid run: its swept values (in grid order), fold, best epoch, parameters and
-    the inner-validation metrics of its best epoch."""
-    rows = [
-        {
-            **{key: m["changes"][key] for key in grid},
-            "fold": m["fold"],
-            "best_epoch": m["best_epoch"],
-            "parameters": m["parameters"],
-            **{k: m[k] for k in SWEEP_METRICS if k in m},
-            "recipe": m["recipe"],
-        }
-        for m in metrics
-    ]
-    return pd.DataFrame(rows)
-
-
-def sweep_table(runs: pd.DataFrame, grid: list[str]) -> pd.DataFrame:
-    """One row per combination: its inner-validation metrics, over folds their mean, standard
-    error (`*_se`) and number of folds."""
-    metrics = [c for c in runs.columns if c.startswith("val_")]
-    grouped = runs.groupby(grid, sort=False)
-    table = grouped[[*metrics, "best_epoch"]].mean()
-    if grouped.size().max() > 1:
-        table = table.join(grouped[metrics].sem(ddof=1).add_suffix("_se"))
-    table["folds"] = grouped.size()
-    table["parameters"] = grouped.parameters.first()
-    table["recipe"] = grouped.recipe.first()
-    return table.reset_index()
-
-
-def pick_best(table: pd.DataFrame, grid: list[str], metric: str) -> dict:
-    """Highest inner-validation `metric`; ties go to the lower validation loss, then to the
-    fewer parameters, then to the first combination in grid order, so the choice is
-    deterministic.
-
-    Over several folds (a `*_se` column), the one-standard-error rule: of the combinations whose
-    mean is within one standard error of the best mean, the one with the fewest parameters
-    (then the higher mean, then grid order), since a difference smaller than that is noise.
-    """
-    column = f"val_{metric}"
-    ranked = table.assign(_order=range(len(table))).sort_values(
-        [column, "val_loss", "parameters", "_order"],
-        ascending=[False, True, True, True],
-        kind="mergesort",
-    )
-    top = ranked.iloc[0]
-    best = {"rule": "highest"}
-    if f"{column}_se" in table and np.isfinite(top[f"{column}_se"]):
-        floor = top[column] - top[f"{column}_se"]
-        near = ranked[ranked[column] >= floor].sort_values(
-            ["parameters", column, "_order"], ascending=[True, False, True], kind="mergesort"
-        )
-        top = near.iloc[0]
-        best = {
-            "rule": f"fewest parameters within one standard error of the best mean ({floor:.4f})",
-            "standard_error": float(top[f"{column}_se"]),
-        }
-    return {
-        "params": {key: _plain(top[key]) for key in grid},
-        "recipe": top["recipe"],
-        "selection_metric": column,
-        "value": float(top[column]),
-        "folds": int(top["folds"]),
-        **best,
-    }
-
-
-def choose_recipe(metrics_files: list, grid: list[str], metric: str) -> dict:
-    """The grid combination a tuned recipe takes, from its choice runs' train_metrics.json: the
-    inner-validation metrics of the grid runs (one fold's, or the mean over several folds')."""
-    metrics = [json.loads(Path(p).read_text()) for p in metrics_files]
-    if not metrics:
-        raise ValueError("no grid run to choose from")
-    table = sweep_table(sweep_runs(metrics, grid), grid)
-    chosen = pick_best(table, grid, metric)
-    # each fold's inner validation split, counted once (its grid runs share it)
-    val_images = {m["fold"]: m["images"]["val"] for m in metrics}
-    chosen["chosen_on"] = sorted(val_images)
-    chosen["chosen_on_images"] = int(sum(val_images.values()))
-    return chosen
-
-
-def _plain(value):
-    """numpy scalar -> JSON-friendly Python value."""
-    return value.item() if hasattr(value, "item") else value
-
-
+# Calibration of a run's COVID probability: before temperature scaling (prob_raw) and after it.
+CALIBRATION = ("ece_raw", "ece", "brier_raw", "brier")
 # --- resampling -----------------------------------------------------------------------------
 
 
@@ -202,16 +114,71 @@ def run_table(predictions: pd.DataFrame, metrics: dict) -> pd.DataFrame:
                 "part": part,
                 "n": scores["n"],
                 **{m: scores[m] for m in METRICS},
+                **calibration_scores(frame),
                 "flagged_share": float(flags.mean()) if len(flags) else np.nan,
                 "best_epoch": metrics.get((recipe, fold, seed), {}).get("best_epoch"),
+                "temperature": temperature_of(metrics.get((recipe, fold, seed), {})),
             }
         )
     return pd.DataFrame(rows)
 
 
+def calibration_scores(frame: pd.DataFrame) -> dict:
+    """One run's predictions on one part: ECE and Brier score of its COVID probability before
+    temperature scaling (prob_raw) and after it (prob_covid)."""
+    return {
+        "ece_raw": expected_calibration_error(frame.label, frame.prob_raw),
+        "ece": expected_calibration_error(frame.label, frame.prob_covid),
+        "brier_raw": brier_score(frame.label, frame.prob_raw),
+        "brier": brier_score(frame.label, frame.prob_covid),
+    }
+
+
+def temperature_of(run_metrics: dict) -> float | None:
+    """A run's fitted temperature (train_metrics.json's calibration), None where it has none."""
+    return run_metrics.get("calibration", {}).get("temperature")
+
+
+def calibration(predictions: pd.DataFrame, metrics: dict, shipped: tuple) -> dict:
+    """ECE and Brier score before and after temperature scaling, per part: the final recipe's
+    cross-validation mean on the held-out folds (over folds x seeds, with the mean and range
+    of their temperatures) and the shipped model on every part it is scored on (its own
+    temperature). A temperature is None where a run's metrics hold none."""
+    result = {}
+    held = cv_held_out(predictions)
+    if not held.empty:
+        runs = held.groupby(["fold", "seed"], sort=True)
+        scores = pd.DataFrame([calibration_scores(frame) for _, frame in runs])
+        temperatures = [temperature_of(metrics.get(("final", *key), {})) for key, _ in runs]
+        known = None not in temperatures
+        result[HELD_OUT] = {
+            **scores.mean().to_dict(),
+            "runs": int(runs.ngroups),
+            "n": int(held.path.nunique()),
+            "temperature": float(np.mean(temperatures)) if known else None,
+            "temperature_range": [min(temperatures), max(temperatures)] if known else None,
+        }
+    own = predictions[is_run(predictions, shipped)]
+    temperature = temperature_of(metrics.get(shipped, {}))
+    for part, frame in own.groupby("part", sort=True):
+        result[part] = {
+            **calibration_scores(frame),
+            "runs": 1,
+            "n": int(frame.path.nunique()),
+            "temperature": temperature,
+        }
+    return result
+
+
+def cv_fold(folds: pd.Series) -> pd.Series:
+    """True for the cross-validation folds (fold0, fold1, ...): not `all`, not a left-out
+    source, not an adaptation's draw."""
+    return folds.astype(str).str.fullmatch(r"fold\d+")
+
+
 def fold_table(runs: pd.DataFrame, recipe: str = "final") -> pd.DataFrame:
     """Per fold: the recipe's held-out metrics, mean over seeds and (with several) their range."""
-    held = runs[(runs.recipe == recipe) & (runs.part == HELD_OUT)]
+    held = runs[(runs.recipe == recipe) & (runs.part == HELD_OUT) & cv_fold(runs.fold)]
     grouped = held.groupby("fold")[list(METRICS)]
     table = grouped.mean().add_suffix("_mean")
     if held.seed.nunique() > 1:
@@ -220,11 +187,18 @@ def fold_table(runs: pd.DataFrame, recipe: str = "final") -> pd.DataFrame:
     return table.reset_index()
 
 
+def cv_held_out(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The final recipe's cross-validation runs on their held-out folds: what the
+    cross-validation mean averages."""
+    final = predictions[(predictions.recipe == "final") & (predictions.part == HELD_OUT)]
+    return final[cv_fold(final.fold)]
+
+
 def cross_validation(predictions: pd.DataFrame, n_resamples: int) -> dict | None:
     """The final recipe's cross-validation headline on the held-out folds, or None without
     folds: the mean over folds x seeds with its interval, and the spread between seeds (of the
     mean over folds) and between folds (of the mean over seeds)."""
-    held = predictions[(predictions.recipe == "final") & (predictions.part == HELD_OUT)]
+    held = cv_held_out(predictions)
     if held.empty:
         return None
     result = scored(held, n_resamples)
@@ -260,7 +234,7 @@ def shipped_model(
     result = {}
     for part, frame in own.groupby("part", sort=True):
         every = binary_metrics(frame.label, frame.prob_covid)
-        result[part] = {**every, **scored(frame, n_resamples)}
+        result[part] = {**every, **scored(frame, n_resamples), "unflagged": unflagged(frame)}
     test = own[own.part == TEST]
     unseen = test[test.nearest_seen < threshold]
     result["test_no_near_duplicate_seen"] = (
@@ -269,10 +243,20 @@ def shipped_model(
     return result
 
 
+def unflagged(frame: pd.DataFrame) -> dict:
+    """The images the out-of-distribution flag lets through: how many, and the accuracy on them
+    (None when none is, or nothing was scored for familiarity)."""
+    through = (
+        frame[frame.unfamiliar.eq(False).fillna(False)] if "unfamiliar" in frame else frame[:0]
+    )
+    right = ((through.prob_covid >= 0.5).astype(int) == through.label).mean()
+    return {"n": int(len(through)), "accuracy": float(right) if len(through) else None}
+
+
 def fold_models(predictions: pd.DataFrame, n_resamples: int) -> dict:
     """The cross-validation runs of the final recipe on the locked test and each external set:
     the mean of their metrics (with an interval) and their ensemble."""
-    cv = predictions[(predictions.recipe == "final") & (predictions.fold != ALL)]
+    cv = predictions[(predictions.recipe == "final") & cv_fold(predictions.fold)]
     return {
         part: {"mean": scored(frame, n_resamples), "ensemble": ensemble(frame, n_resamples)}
         for part, frame in cv[cv.part != HELD_OUT].groupby("part", sort=True)
@@ -287,8 +271,7 @@ def baselines_summary(baselines: pd.DataFrame, n_resamples: int) -> dict:
         frame = frame.assign(seed=0)
         parts = {}
         for part, rows in frame.groupby("part", sort=True):
-            if part != HELD_OUT:
-                rows = rows[rows.fold == ALL]
+            rows = rows[cv_fold(rows.fold)] if part == HELD_OUT else rows[rows.fold == ALL]
             parts[part] = scored(rows, n_resamples)
         result[model] = parts
     return result
@@ -302,7 +285,7 @@ def ablation_table(
     intervals, and the difference in points (final minus variant) with a paired interval;
     `distinguishable` when that interval leaves out zero."""
     final = predictions[predictions.recipe == "final"]
-    final = final[final.fold != ALL] if cross_validated else final[final.fold == ALL]
+    final = final[cv_fold(final.fold)] if cross_validated else final[final.fold == ALL]
     parts = [HELD_OUT if cross_validated else TEST]
     parts += sorted(p for p in final.part.unique() if p.startswith(EXTERNAL_PREFIX))
     rows = []
@@ -392,8 +375,7 @@ def headline(
     n_resamples: int,
 ) -> dict:
     """The numbers the report leads with (see the module's docstring)."""
-    tuned = {"final", *plan["variants"]}
-    grid_metrics = [m for m in metrics.values() if m["recipe"] not in tuned]
+    grid_metrics = [m for m in metrics.values() if m["recipe"] in plan["grid_recipes"]]
     grid_runs = sweep_runs(grid_metrics, plan["grid"])
     shipped = run_key(plan["shipped"])
     result = {
@@ -405,7 +387,10 @@ def headline(
         },
         "fold_models": fold_models(predictions, n_resamples),
         "baselines": baselines_summary(baselines, n_resamples),
+        "calibration": calibration(predictions, metrics, shipped),
     }
+    if len(plan["sources"]) > 1:
+        result["sources"] = sources_summary(predictions, shipped, n_resamples)
     cv, test = result["cv"], result["shipped"].get(TEST)
     if cv and test and cv.get("ci95"):
         low, high = cv["ci95"]["accuracy"]
@@ -448,3 +433,79 @@ def read_runs(paths: list, reader) -> pd.DataFrame:
         recipe, fold, seed = run_key(str(Path(path).parent))
         frames.append(reader(path).assign(recipe=recipe, fold=fold, seed=seed))
     return pd.concat(frames, ignore_index=True)
+
+
+# --- several sources, and adaptation to a new site --------------------------------------------
+
+
+def sources_summary(predictions: pd.DataFrame, shipped: tuple, n_resamples: int) -> dict:
+    """With several training sources: the cross-validation mean and the shipped model's locked
+    test on each source's images apart (beside the pooled figures of the headline)."""
+
+    def by_source(frame: pd.DataFrame) -> dict:
+        return {str(s): scored(rows, n_resamples) for s, rows in frame.groupby("source")}
+
+    shipped_test = predictions[is_run(predictions, shipped) & (predictions.part == TEST)]
+    return {"cv": by_source(cv_held_out(predictions)), "test": by_source(shipped_test)}
+
+
+def leave_one_source_out(predictions: pd.DataFrame, n_resamples: int) -> pd.DataFrame:
+    """Per source: the final recipe trained without it and scored on all of its images (the
+    lo_SOURCE runs' held-out part), beside the cross-validation runs' score on its images of the
+    held-out folds (trained with it)."""
+    final = predictions[predictions.recipe == "final"]
+    rows = []
+    for fold, frame in final[final.fold.str.startswith(LEAVE_OUT)].groupby("fold", sort=True):
+        source = fold.removeprefix(LEAVE_OUT)
+        left_out = scored(frame[frame.part == HELD_OUT], n_resamples)
+        row = {"source": source, "trained on": "the other sources", **_row_cells(left_out)}
+        rows.append(row)
+        cv = final[~final.fold.str.startswith(LEAVE_OUT) & (final.part == HELD_OUT)]
+        cv = cv[cv.source == source]
+        if len(cv):
+            with_it = _row_cells(scored(cv, n_resamples))
+            rows.append({"source": source, "trained on": "every source (CV folds)", **with_it})
+    return pd.DataFrame(rows)
+
+
+def _row_cells(result: dict) -> dict:
+    cells = {"images": result["n"], "runs": result["runs"]}
+    for m in METRICS:
+        low, high = result.get("ci95", {}).get(m, [np.nan, np.nan])
+        cells.update({m: result[m], f"{m}_low": low, f"{m}_high": high})
+    return cells
+
+
+def learning_curve(predictions: pd.DataFrame, shipped: tuple, site: str, n_resamples: int):
+    """Per number of labelled site slices: the adapted models' mean (over draws) on the site's
+    evaluation part, with intervals over its groups, and on the locked test beside the shipped
+    model's (what adapting cost in-source, paired); n 0 is the shipped model itself."""
+    part = EXTERNAL_PREFIX + site
+    adapted = predictions[predictions.fold.str.startswith(DRAW)]  # adaptations: on draws
+    points = {0: predictions[is_run(predictions, shipped)]}
+    for recipe, frame in adapted.groupby("recipe", sort=False):
+        n = recipe.rsplit("~n", 1)[1]
+        points[n if n == "all" else int(n)] = frame
+    base_test = points[0][points[0].part == TEST]
+    rows = []
+    for n, frame in sorted(
+        points.items(), key=lambda kv: (kv[0] == "all", kv[0] != "all" and kv[0])
+    ):
+        on_site = scored(frame[frame.part == part], n_resamples)
+        test = frame[frame.part == TEST]
+        sets = resampled({"shipped": base_test, "adapted": test}, n_resamples)
+        (base, base_samples), (point, samples) = sets["shipped"], sets["adapted"]
+        diff = 100 * (samples["accuracy"] - base_samples["accuracy"])
+        low, high = percentile_interval(diff[np.isfinite(diff)], LEVEL)
+        rows.append(
+            {
+                "labelled site slices": n,
+                "draws": on_site["runs"],
+                **{f"site {k}": v for k, v in _row_cells(on_site).items() if k not in ("runs",)},
+                "locked test accuracy": point["accuracy"],
+                "in-source points": 100 * (point["accuracy"] - base["accuracy"]),
+                "in-source points low": low,
+                "in-source points high": high,
+            }
+        )
+    return pd.DataFrame(rows)

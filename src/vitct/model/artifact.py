@@ -12,6 +12,9 @@ damaged file makes the reader raise escapes as another exception.
 A model file may also carry its familiarity reference (vitct.model.ood): tensors named
 familiarity.* beside the weights (covered by weights_sha256, kept out of the model's state dict)
 and a `familiarity` header object. Files without one still load, with no reference.
+
+It may carry a temperature too (vitct.model.calibration), a `calibration` header object that
+every use of the file applies (`calibration_of`); files without one are read as T = 1.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from vitct.atomic_files import write_output
 from vitct.data.classes import CLASS_NAMES
 from vitct.errors import UserError
 from vitct.model.artifact_schema import header_problem
+from vitct.model.calibration import UNCALIBRATED_NOTE, Calibration
 from vitct.model.ood import TENSOR_PREFIX, Familiarity
 from vitct.model.settings import ViTConfig
 from vitct.model.vit import ViT
@@ -62,11 +66,14 @@ def save_artifact(
     model: ViT,
     preprocessing: dict,
     familiarity: Familiarity | None = None,
+    calibration: Calibration | None = None,
     **info,
 ) -> None:
     """Write weights plus a JSON header (model config, preprocessing, classes, extra info), and
-    the familiarity reference when given."""
+    the familiarity reference and the calibration when given."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if calibration is not None:
+        info["calibration"] = calibration.header()
     if familiarity is not None:
         for name, array in familiarity.tensors().items():
             state[name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
@@ -151,6 +158,24 @@ def load_with_familiarity(
             f"'{path}' weights do not fit its own config (corrupt?): {_one_line(e)}"
         ) from e
     return model.to(device).eval(), meta, familiarity
+
+
+def carried_over(meta: dict) -> dict:
+    """What a model file made from this one's model (an adapted model) keeps of its header, as
+    save_artifact's keyword arguments: the training settings, the validation metrics and the
+    calibration (not refitted: the new data has no validation split)."""
+    kept = {k: meta[k] for k in ("training", "validation") if k in meta}
+    if "calibration" in meta:
+        kept["calibration"] = Calibration.from_header(meta["calibration"])
+    return kept
+
+
+def calibration_of(meta: dict) -> dict:
+    """The verified header's calibration: its `calibration` object, or for a file written before
+    temperature scaling {"method": "none", "temperature": 1.0, "note": ...}."""
+    if "calibration" in meta:
+        return dict(meta["calibration"])
+    return {"method": "none", "temperature": 1.0, "note": UNCALIBRATED_NOTE}
 
 
 def _familiarity(path, meta: dict, tensors: dict, dim: int) -> Familiarity | None:

@@ -96,6 +96,26 @@ HEADER_SCHEMA = {
                 "train_images": _POSITIVE,
             },
         },
+        # optional: files written before temperature scaling (vitct.model.calibration) have
+        # none and are read as T = 1
+        "calibration": {
+            "type": "object",
+            "required": ["method", "temperature", "fitted_on", "images"],
+            "properties": {
+                "method": {"type": "string"},
+                # above zero: a positive temperature keeps every predicted class
+                "temperature": {"type": "number", "exclusiveMinimum": 0},
+                "fitted_on": {"type": "string"},
+                "images": _POSITIVE,
+                "images_sha256": _SHA256,
+                **{
+                    f"{metric}_{when}": {"type": "number", "minimum": 0, "maximum": 1}
+                    for metric in ("ece", "brier")
+                    for when in ("before", "after")
+                },
+                "at_bound": {"type": "boolean"},
+            },
+        },
     },
 }
 _VALIDATOR = jsonschema.Draft202012Validator(HEADER_SCHEMA)
@@ -114,6 +134,9 @@ def header_problem(meta: dict) -> str | None:
         threshold = meta.get("familiarity", {}).get(key, 0.0)
         if not math.isfinite(threshold):
             return f"familiarity.{key}: {threshold} is not a finite number"
+    temperature = meta.get("calibration", {}).get("temperature", 1.0)
+    if not math.isfinite(temperature):
+        return f"calibration.temperature: {temperature} is not a finite number"
     if pre["image_size"] != meta["model_config"]["image_size"]:
         return (
             f"preprocessing.image_size {pre['image_size']} differs from the model's "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 
+from vitct.data.classes import CLASS_DIRS
 from vitct.data.partition import ALL
 from vitct.errors import UserError
 from vitct.model.settings import SettingError, ViTConfig
@@ -20,6 +21,7 @@ from vitct.pipeline.plan import (
     DATASET,
     DEMO_EXTERNAL,
     FINAL,
+    KAGGLE,
     MODEL_KEYS,
     PREPROCESS_KEYS,
     TRAINING_KEYS,
@@ -45,6 +47,24 @@ def validate_config(config: dict, schema: dict, schema_path: str) -> None:
         raise ConfigError("\n  " + "\n  ".join(problems))
     validate(config, schema_path)  # fills in the defaults
     check(config, schema)
+    order_keys(config)
+
+
+# Mappings whose order means something: the grid's keys name its recipes in this order.
+KEEP_ORDER = {("sweep", "grid")}
+
+
+def order_keys(config: dict, path: tuple = ()) -> None:
+    """Sort every mapping's keys in place (but those of KEEP_ORDER): Snakemake compares a rule's
+    params as text, so a config whose keys were merely reordered would otherwise rerun the
+    rules that read them, from the data on."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            order_keys(value, (*path, key))
+    if path not in KEEP_ORDER:
+        items = sorted(config.items(), key=lambda item: str(item[0]))
+        config.clear()
+        config.update(items)
 
 
 def type_command_line_text(config: dict, schema: dict) -> None:
@@ -145,27 +165,40 @@ def check(config: dict, schema: dict | None = None) -> None:
         )
     if config["dataset"]["source"] == "local" and not config["dataset"]["path"]:
         raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
-    for name, path in config.get("evaluation", {}).get("external", {}).items():
-        if name in (DATASET, ALL):
+    external = config.get("evaluation", {}).get("external", {})
+    sources = config["dataset"].get("sources", {})
+    entries = [(f"evaluation.external.{n}", n, p) for n, p in external.items()]
+    entries += [(f"dataset.sources.{n}", n, p) for n, p in sources.items()]
+    for where, name, _ in entries:
+        if name in (DATASET, ALL, *CLASS_DIRS, config["dataset"].get("name")):
             raise ConfigError(
-                f"evaluation.external.{name}: '{name}' names a folder of the pipeline's own; "
-                "choose another name for the set"
+                f"{where}: '{name}' names a folder or source of the pipeline's own; choose "
+                "another name"
             )
+        if where.startswith("dataset") and name in external:
+            raise ConfigError(
+                f"{where}: '{name}' is an external set's name too: a set is trained on or "
+                "scored on, never both; choose another name"
+            )
+    _check_adaptation(config)
+    for where, _, path in entries:
+        if path.startswith(KAGGLE):
+            continue
         if path.startswith(DEMO_EXTERNAL):
             from vitct.data.synthetic import SCANNERS  # here: it loads the image code
 
             if path.removeprefix(DEMO_EXTERNAL) not in SCANNERS:
                 raise ConfigError(
-                    f"evaluation.external.{name}: '{path}' names no demo scanner; choose "
+                    f"{where}: '{path}' names no demo scanner; choose "
                     + " or ".join(DEMO_EXTERNAL + s for s in SCANNERS)
                 )
             continue
         # Before any job: a wrong path would otherwise only fail after training.
         if not Path(path).expanduser().exists():
             raise ConfigError(
-                f"evaluation.external.{name}: '{path}' does not exist; point it at a folder "
-                f"(or zip) holding COVID/ and non-COVID/ (or {DEMO_EXTERNAL}b, the demo's "
-                "other scanner), or remove the entry"
+                f"{where}: '{path}' does not exist; point it at a folder (or zip) holding "
+                f"COVID/ and non-COVID/ ({KAGGLE}OWNER/SLUG for a Kaggle dataset, "
+                f"{DEMO_EXTERNAL}b for the demo's other scanner), or remove the entry"
             )
     known = MODEL_KEYS | TRAINING_KEYS
     variants = config.get("ablation", {}).get("variants", {})
@@ -229,6 +262,24 @@ def check(config: dict, schema: dict | None = None) -> None:
         _check_run(config, final, schema)
         for name, changes in variants.items():
             _check_run(config, {**final, f"ablation.variants.{name}": changes}, schema)
+
+
+def _check_adaptation(config: dict) -> None:
+    adaptation = config.get("adaptation", {})
+    site = adaptation.get("site")
+    if not site:
+        return
+    external = config.get("evaluation", {}).get("external", {})
+    if site not in external:
+        raise ConfigError(
+            f"adaptation.site: '{site}' is no external set; name one of evaluation.external "
+            f"({', '.join(external) or 'none configured'}), or add it there"
+        )
+    if adaptation.get("train_on_pool") and any(n != 0 for n in adaptation.get("labels", [])):
+        raise ConfigError(
+            "adaptation.train_on_pool: the whole adaptation pool is then training data, which "
+            "leaves the learning curve nothing to draw from; set adaptation.labels: [] too"
+        )
 
 
 def _check_run(config: dict, layers: dict, schema: dict | None) -> None:

@@ -19,14 +19,17 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, fields
 
-from vitct.data.partition import ALL, fold_names
+from vitct.data.partition import ALL, LEAVE_OUT, fold_names
 from vitct.model.settings import ViTConfig
 from vitct.training.settings import PRETRAINING_KEYS, TrainConfig
 
 FINAL = "final"
+ADAPT = "adapt~"  # an adaptation run's recipe: adapt~METHOD~nN
 DATASET = "dataset"  # the data folder of the training source under results/data/
-# evaluation.external entries that name the demo generator's scanners instead of a folder.
+# Entries of dataset.sources and evaluation.external that name the demo generator's scanners or
+# a Kaggle dataset instead of a folder.
 DEMO_EXTERNAL = "demo:"
+KAGGLE = "kaggle:"
 # The preprocess section's keys are model settings too: the final model (or an ablation variant)
 # may see larger, masked or standardised images unlike the sweep's, which follows the section.
 PREPROCESS_KEYS = ("image_size", "mask", "intensity")
@@ -65,7 +68,7 @@ def step_settings(params: dict, choice: list) -> tuple[ViTConfig, TrainConfig, d
     included)."""
     chosen = None
     if params["tuned"]:
-        from vitct.evaluation.summaries import choose_recipe  # pandas: not at start-up
+        from vitct.evaluation.selection import choose_recipe  # pandas: not at start-up
 
         chosen = choose_recipe(choice, params["grid"], params["metric"])
     changes = {**(chosen["params"] if chosen else {}), **params["changes"]}
@@ -99,24 +102,43 @@ def combination_name(values: dict) -> str:
 
 
 def dataset_spec(config: dict, name: str) -> dict:
-    """The `dataset` section of the training source (name DATASET), or an external set's as a
-    local dataset that expects no particular counts; `demo:SCANNER` is the demo generator's
-    other scanner, with other slices (the next generator seed) than the demo's."""
-    if name == DATASET:
-        return config["dataset"]
-    path = config["evaluation"]["external"][name]
+    """How to fetch a data set: the `dataset` section for the training source (name DATASET);
+    for a further training source (dataset.sources) or an external set (evaluation.external),
+    its entry read as a folder or zip, `kaggle:OWNER/SLUG` (a download) or `demo:SCANNER` (the
+    demo generator's other scanner, with other slices than the demo's and than each other's),
+    expecting no particular counts."""
+    if name == DATASET:  # less what names the training sources: adding one refetches nothing
+        return {k: v for k, v in config["dataset"].items() if k not in ("name", "sources")}
+    if name in config["dataset"]["sources"]:
+        entry, setting, offset = config["dataset"]["sources"][name], "dataset.sources", 2
+    else:
+        entry, setting, offset = config["evaluation"]["external"][name], "evaluation.external", 1
     spec = {
         "source": "local",
-        "path": path,
+        "path": entry,
         "max_extract_mb": config["dataset"]["max_extract_mb"],
         "expected_counts": None,
-        "setting": f"evaluation.external.{name}",
+        "setting": f"{setting}.{name}",
     }
-    if path.startswith(DEMO_EXTERNAL):
+    if entry.startswith(DEMO_EXTERNAL):
         demo = config["dataset"]["demo"]
-        scanner = path.removeprefix(DEMO_EXTERNAL)
-        spec.update(source="demo", demo={**demo, "seed": demo["seed"] + 1, "scanner": scanner})
+        scanner = entry.removeprefix(DEMO_EXTERNAL)
+        spec.update(source="demo", demo={**demo, "seed": demo["seed"] + offset, "scanner": scanner})
+    elif entry.startswith(KAGGLE):
+        spec.update(source="kaggle", path="", kaggle_dataset=entry.removeprefix(KAGGLE))
     return spec
+
+
+def training_sources(config: dict) -> dict[str, str]:
+    """Each labelled training source's name (its `source` in the tables) -> the data set it is
+    read from: the `dataset` section's (named dataset.name), every dataset.sources entry, and
+    the adaptation site's pool when adaptation.train_on_pool."""
+    sources = {config["dataset"]["name"]: DATASET}
+    sources.update({name: name for name in config["dataset"]["sources"]})
+    adaptation = config["adaptation"]
+    if adaptation["site"] and adaptation["train_on_pool"]:
+        sources[adaptation["site"]] = adaptation["site"]
+    return sources
 
 
 class Plan:
@@ -132,6 +154,11 @@ class Plan:
         self.seeds = list(config["evaluation"]["seeds"])
         self.seed = config["training"]["seed"]
         self.external = dict(config["evaluation"]["external"])
+        self.sources = training_sources(config)
+        # Leave one source out (each scored on the one left out), with two sources or more.
+        self.lo_folds = [LEAVE_OUT + name for name in self.sources] if len(self.sources) > 1 else []
+        self.adaptation = config["adaptation"]
+        self.site = self.adaptation["site"] or None
 
     @property
     def nested(self) -> bool:
@@ -141,12 +168,13 @@ class Plan:
     # --- the runs -----------------------------------------------------------------------------
 
     def sweep_runs(self) -> list[Run]:
-        folds = self.cv_folds if self.nested else [ALL]
+        folds = [*self.cv_folds, *self.lo_folds] if self.nested else [ALL]
         return [Run(name, fold, self.seed) for fold in folds for name in self.grid]
 
     def choice_runs(self, fold: str) -> list[Run]:
         """The grid runs whose inner-validation metrics choose the recipe of a run on `fold`:
-        that fold's own (nested), all folds' for the shipped model (nested), else `all`'s."""
+        that fold's own (nested), all cross-validation folds' for the shipped model (nested),
+        else `all`'s."""
         if not self.nested:
             folds = [ALL]
         else:
@@ -160,8 +188,12 @@ class Plan:
     def cv_runs(self, recipe: str = FINAL) -> list[Run]:
         return [Run(recipe, fold, seed) for fold in self.cv_folds for seed in self.seeds]
 
+    def lo_runs(self) -> list[Run]:
+        """The final recipe trained without one source, scored on it (two sources or more)."""
+        return [Run(FINAL, fold, seed) for fold in self.lo_folds for seed in self.seeds]
+
     def final_runs(self) -> list[Run]:
-        return [self.shipped(), *self.cv_runs()]
+        return [self.shipped(), *self.cv_runs(), *self.lo_runs()]
 
     def variant_runs(self) -> list[Run]:
         """Each variant over the folds and seeds (ablation.cross_validate, with folds), else
@@ -170,20 +202,34 @@ class Plan:
             return [run for name in self.variants for run in self.cv_runs(name)]
         return [Run(name, ALL, v.get("seed", self.seed)) for name, v in self.variants.items()]
 
+    def adaptation_runs(self) -> list[Run]:
+        """The shipped model adapted to the site with n of its labelled slices, per draw
+        (adaptation.labels; n 0 is the shipped model itself, "all" the whole pool, drawn once).
+        """
+        if not self.site:
+            return []
+        method, runs = self.adaptation["method"], []
+        for n in self.adaptation["labels"]:
+            draws = 1 if n == "all" else self.adaptation["draws"]
+            if n != 0:
+                runs += [Run(f"{ADAPT}{method}~n{n}", f"draw{d}", self.seed) for d in range(draws)]
+        return runs
+
     def scored_runs(self) -> list[Run]:
-        return [*self.final_runs(), *self.variant_runs()]
+        return [*self.final_runs(), *self.variant_runs(), *self.adaptation_runs()]
 
     def runs(self) -> list[Run]:
         return [*self.sweep_runs(), *self.scored_runs()]
 
     def run_folds(self) -> list[str]:
-        """Every fold some run trains on."""
-        return [ALL, *self.cv_folds]
+        """Every fold a run trains on (an adaptation's draws start from `all`'s model)."""
+        return [ALL, *self.cv_folds, *self.lo_folds]
 
     # --- what a run needs ---------------------------------------------------------------------
 
     def tuned(self, recipe: str) -> bool:
-        """Whether the recipe builds on the chosen grid combination (final and the variants)."""
+        """Whether the recipe builds on the chosen grid combination (final, the variants and
+        the adaptations of the shipped model)."""
         return recipe not in self.grid
 
     def changes(self, recipe: str) -> dict:
@@ -196,6 +242,8 @@ class Plan:
             return dict(overrides)
         if recipe in self.variants:
             return {**overrides, **self.variants[recipe]}
+        if recipe.startswith(ADAPT):
+            return dict(overrides)  # the shipped model's recipe, then adapted
         raise ValueError(
             f"no recipe '{recipe}': a run's recipe is {FINAL}, an ablation variant "
             f"({', '.join(self.variants) or 'none configured'}) or a grid combination"
@@ -223,6 +271,8 @@ class Plan:
         when it does not pretrain, or pretrains inside its own training job: a grid run, and
         any run while the grid sweeps pretraining (only the choice says whether it pretrains).
         """
+        if run.recipe.startswith(ADAPT):
+            return None  # it starts from the shipped model
         changes = self.changes(run.recipe)
         if not self.tuned(run.recipe) or (
             "pretrain_epochs" in self.config["sweep"]["grid"] and "pretrain_epochs" not in changes
@@ -234,9 +284,16 @@ class Plan:
             return Run(FINAL, run.fold, run.seed)
         return run
 
+    def adaptation_of(self, run: Run) -> dict:
+        """An adaptation run's method, number of labelled site slices ("all": the whole
+        adaptation pool) and draw."""
+        method, n = run.recipe.removeprefix(ADAPT).split("~n")
+        return {"method": method, "n": n if n == "all" else int(n), "draw": int(run.fold[4:])}
+
     def data_sets(self) -> list[str]:
-        """The training source and every external set, as folders of results/data/."""
-        return [DATASET, *self.external]
+        """Every data set fetched, as folders of results/data/: the training sources and the
+        external sets."""
+        return [*dict.fromkeys([*self.sources.values(), *self.external])]
 
     def trainings(self) -> dict[str, int]:
         """Trainings and shared pretrainings a whole run asks for, by kind."""
@@ -245,5 +302,6 @@ class Plan:
             "sweep": len(self.sweep_runs()),
             "final": len(self.final_runs()),
             "variants": len(self.variant_runs()),
+            "adaptations": len(self.adaptation_runs()),
             "pretrainings": len(owners),
         }

@@ -1,13 +1,13 @@
 """The HTML report and results/summary.md: one self-contained page (figures embedded) that
 leads with the cross-validation mean beside the shipped model's locked test, says which data
-chose what, and shows every summary of the runs (vitct.evaluation.summaries)."""
+chose what, and shows every summary of the runs (vitct.evaluation.summaries), calibration
+before and after temperature scaling among them."""
 
 from __future__ import annotations
 
 import base64
 import importlib.metadata
 import json
-import math
 import platform
 import subprocess
 from pathlib import Path
@@ -17,8 +17,27 @@ import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from vitct.data.manifest import colour_mode_table
-from vitct.evaluation.baselines import TITLES
-from vitct.evaluation.scoring import EXTERNAL_PREFIX, HELD_OUT, TEST
+from vitct.evaluation.scoring import TEST
+from vitct.pipeline.model_card import model_card, to_html
+from vitct.pipeline.tables import (
+    CALIBRATION_NOTE,
+    SHORTCUT_METER_NOTE,
+    ablation_rows,
+    calibration_line,
+    calibration_rows,
+    curve_rows,
+    flag_rows,
+    headline_rows,
+    loso_rows,
+    markdown_table,
+    memorisation_rows,
+    part_title,
+    shortcut_rows,
+    source_line,
+    source_rows,
+    sweep_frame,
+    test_metric_rows,
+)
 
 PACKAGES = (
     "vitct",
@@ -31,16 +50,6 @@ PACKAGES = (
     "seaborn",
     "pillow",
     "safetensors",
-)
-METRICS = (("accuracy", "accuracy"), ("mcc", "MCC"), ("roc_auc", "ROC-AUC"))
-TEST_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "mcc", "roc_auc")
-FLAGGED = "flagged unfamiliar"
-SHORTCUT_METER_NOTE = (
-    "Shortcut meter: the grey-level histogram classifier refitted on the final recipe's own "
-    "input (its images after all preprocessing), fitted on the images each run saw. It reads only "
-    "the global grey levels of what the ViT sees: near 0.5 accuracy, grey levels alone no longer "
-    "tell the classes apart there (the shortcut is gone); near 1.0, they still give the label "
-    "away."
 )
 
 
@@ -88,164 +97,6 @@ def benchmark_table(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["job", "seconds", "max_rss_mb"])
 
 
-def _number(value, interval=None) -> str:
-    """A metric as text, its interval beside it; empty where there is none (never NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    text = f"{value:.3f}"
-    if interval and not any(v is None or math.isnan(v) for v in interval):
-        text += " [{:.3f}, {:.3f}]".format(*interval)
-    return text
-
-
-def _share(value) -> str:
-    return (
-        "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
-    )
-
-
-def _cells(scored: dict | None) -> dict:
-    scored = scored or {}
-    intervals = scored.get("ci95", {})
-    return {f"{title} [95% CI]": _number(scored.get(k), intervals.get(k)) for k, title in METRICS}
-
-
-def part_title(part: str) -> str:
-    if part == HELD_OUT:
-        return "held-out folds"
-    if part == TEST:
-        return "locked test"
-    return "external set " + part.removeprefix(EXTERNAL_PREFIX)
-
-
-def headline_rows(headline: dict) -> list[dict]:
-    """The report's first table: the cross-validation mean beside the shipped model's locked
-    test, the fold models there, the baselines on the same images, then every external set."""
-    cv, shipped = headline["cv"], headline["shipped"]
-    fold_models, baselines = headline["fold_models"], headline["baselines"]
-    rows = []
-
-    def row(model: str, part: str, scored: dict | None, flagged: bool = True) -> None:
-        if scored:
-            rows.append(
-                {
-                    "model": model,
-                    "scored on": f"{part_title(part)} (n = {scored['n']})",
-                    **_cells(scored),
-                    FLAGGED: _share(scored.get("flagged_share")) if flagged else "",
-                }
-            )
-
-    if cv:
-        runs = f"{cv['folds']} folds x {len(cv['seeds'])} seed(s)"
-        row(f"ViT, final recipe: cross-validation mean over {runs}", HELD_OUT, cv)
-    row("ViT, shipped model", TEST, shipped.get(TEST))
-    parts = [TEST, *sorted(p for p in shipped if p.startswith(EXTERNAL_PREFIX))]
-    for part in parts:
-        if part != TEST:
-            row("ViT, shipped model", part, shipped.get(part))
-        if part in fold_models:
-            row("ViT, fold models' mean", part, fold_models[part]["mean"])
-            row("ViT, ensemble of the fold models", part, fold_models[part]["ensemble"])
-        for name in ("pixels_1nn", "grey_histogram"):
-            if name in baselines:
-                if part == TEST and cv:
-                    row(TITLES[name], HELD_OUT, baselines[name].get(HELD_OUT), flagged=False)
-                row(TITLES[name], part, baselines[name].get(part), flagged=False)
-    for r in rows:
-        if r["model"].startswith("1-NN"):
-            r["ROC-AUC [95% CI]"] = ""  # its 0/1 votes rank nothing
-    return rows
-
-
-def source_line(receipt: dict, headline: dict, strategy: str) -> str:
-    """On what: how many images, of which data, split how, intervals of what."""
-    counts = receipt.get("counts", {})
-    per_class = ", ".join(f"{n:,} {name}" for name, n in counts.items())
-    if receipt.get("real_data"):
-        data = f"real CT slices ({per_class}; {receipt.get('origin', 'origin unknown')})"
-    else:
-        data = f"synthetic demo slices, NOT real CT data ({per_class})"
-    test = headline["shipped"].get(TEST, {}).get("n", 0)
-    return (
-        f"{sum(counts.values()):,} {data}; a locked test split of {test:,} images "
-        f"({strategy} split), the rest in grouped folds; COVID is the positive class; 95% "
-        "cluster-bootstrap intervals (near-duplicate groups resampled)."
-    )
-
-
-def shortcut_rows(headline: dict) -> list[dict]:
-    meter = headline["baselines"].get("shortcut_meter", {})
-    return [{"scored on": part_title(p), **_cells(s)} for p, s in sorted(meter.items())]
-
-
-def ablation_rows(ablation: pd.DataFrame) -> list[dict]:
-    """The ablation table as the report shows it: each recipe's mean with its interval, the
-    paired difference from the final recipe, and the verdict, in as few columns as it takes."""
-    rows = []
-    for r in ablation.itertuples():
-        final = r.variant == "final"
-        rows.append(
-            {
-                "scored on": r.scored_on,
-                "recipe": "final recipe" if final else f"{r.variant} ({r.changes})",
-                "runs": r.runs,
-                "accuracy [95% CI]": _number(r.accuracy, (r.accuracy_low, r.accuracy_high)),
-                "final minus this, accuracy points": ""
-                if final
-                else _points(r.accuracy_points, r.accuracy_points_low, r.accuracy_points_high),
-                "final minus this, MCC points": ""
-                if final
-                else _points(r.mcc_points, r.mcc_points_low, r.mcc_points_high),
-                "distinguishable": "" if final else ("yes" if r.distinguishable else "no"),
-            }
-        )
-    return rows
-
-
-def _points(value, low, high) -> str:
-    if value is None or math.isnan(value):
-        return ""
-    bounds = "" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]"
-    return f"{value:+.1f}{bounds}"
-
-
-def sweep_frame(sweep: pd.DataFrame, grid: list[str], metric: str) -> pd.DataFrame:
-    """The sweep table's columns a reader needs, best combination first."""
-    column = f"val_{metric}"
-    keep = [*grid, column, *([f"{column}_se"] if f"{column}_se" in sweep else [])]
-    keep += [c for c in ("val_accuracy", "val_roc_auc", "val_loss", "best_epoch") if c != column]
-    keep += ["folds", "parameters"]
-    return sweep[keep].sort_values(column, ascending=False)
-
-
-def test_metric_rows(test: dict) -> list[dict]:
-    """The shipped model's every metric on the locked test, its interval where it has one."""
-    intervals = test.get("ci95", {})
-    return [
-        {"metric": m, "value": _number(test.get(m)), "95% CI": _number(None)}
-        | ({"95% CI": "[{:.3f}, {:.3f}]".format(*intervals[m])} if m in intervals else {})
-        for m in TEST_METRICS
-    ]
-
-
-def memorisation_rows(partition: dict) -> list[dict]:
-    """Under each way of dealing the locked test: how many of its images have a near-copy
-    outside it, and how well the 1-NN on pixels, which can only memorise, does on them."""
-    return [
-        {
-            "locked test dealt": strategy
-            + (" (used)" if strategy == partition["strategy"] else ""),
-            "test images": check["test_images"],
-            "with a near-duplicate outside the test split": _share(
-                check["test_with_near_duplicate_outside"]
-            ),
-            "1-NN on pixels, test accuracy": f"{check['pixels_1nn_test_accuracy']:.3f}",
-        }
-        for strategy, check in partition["memorisation"].items()
-    ]
-
-
 def _read_table(path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep="\t")
@@ -270,7 +121,25 @@ def _json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir, model: str) -> str:
+def card_of(inputs: dict, config: dict, sources: list[str], code_dir) -> list[tuple]:
+    """The model card's blocks (vitct.pipeline.model_card) from the report's inputs; `sources`
+    names the training sources, in the order of the `receipts` input."""
+    return model_card(
+        _json(inputs["summary"]),
+        {name: _json(path) for name, path in zip(sources, inputs["receipts"], strict=True)},
+        _json(inputs["partition"]),
+        _json(inputs["shipped"]),
+        config,
+        _read_table(inputs["loso"]),
+        _read_table(inputs["curve"]),
+        git_revision(Path(code_dir)),
+    )
+
+
+def build_report(
+    inputs: dict, config: dict, benchmarks: str | Path, code_dir, model: str, card: list[tuple]
+) -> str:
+    """The report's HTML, the model card (`card`, from card_of) among its sections."""
     headline = _json(inputs["summary"])
     receipt = _json(inputs["receipt"])
     partition = _json(inputs["partition"])
@@ -278,6 +147,8 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir, m
     manifest = pd.read_csv(inputs["manifest"], sep="\t", keep_default_na=False)
     rejects = pd.read_csv(inputs["rejects"], sep="\t", keep_default_na=False)
     ablation = _read_table(inputs["ablation"])  # empty without variants
+    loso = _read_table(inputs["loso"])  # empty with one training source
+    curve = _read_table(inputs["curve"])  # empty without an adaptation site
     grid, metric = list(config["sweep"]["grid"]), config["training"]["selection_metric"]
     sweep = sweep_frame(pd.read_csv(inputs["sweep"], sep="\t"), grid, metric)
     test = headline["shipped"].get(TEST, {})
@@ -296,11 +167,19 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir, m
         model_path=model,
         test=test,
         test_metrics=_rows_table(test_metric_rows(test)),
+        calibration=_rows_table(calibration_rows(headline)),
+        calibration_note=CALIBRATION_NOTE,
         unseen=headline["shipped"].get("test_no_near_duplicate_seen", {}),
         folds=_table(pd.read_csv(inputs["folds"], sep="\t"), index=False),
         shortcut=_rows_table(shortcut_rows(headline)),
+        flags=_rows_table(flag_rows(headline)),
+        by_source=_rows_table(source_rows(headline)),
+        loso=_rows_table(loso_rows(loso)) if len(loso) else "",
+        curve=_rows_table(curve_rows(curve)) if len(curve) else "",
+        site=partition.get("site"),
+        adaptation=config["adaptation"],
+        model_card=to_html(card),
         shortcut_note=SHORTCUT_METER_NOTE,
-        external=[p for p in headline["shipped"] if p.startswith(EXTERNAL_PREFIX)],
         part_title=part_title,
         ablation=_rows_table(ablation_rows(ablation)) if len(ablation) else "",
         cross_validated=bool(config["ablation"]["cross_validate"] and headline["cv"]),
@@ -339,19 +218,13 @@ def build_report(inputs: dict, config: dict, benchmarks: str | Path, code_dir, m
     )
 
 
-def _markdown_table(rows: list[dict]) -> list[str]:
-    titles = list(rows[0])
-    lines = ["| " + " | ".join(titles) + " |", "|" + " --- |" * len(titles)]
-    return lines + ["| " + " | ".join(row[t] for t in titles) + " |" for row in rows]
-
-
 def summary_markdown(headline: dict, receipt: dict, strategy: str) -> str:
     """The headline as a short markdown table under its one-line source, then which data chose
-    what, then the shortcut meter under its note."""
+    what and the calibration line, then the shortcut meter under its note."""
     lines = [
         source_line(receipt, headline, strategy),
         "",
-        *_markdown_table(headline_rows(headline)),
+        *markdown_table(headline_rows(headline)),
     ]
     protocol = headline["protocol"]
     lines += [
@@ -360,7 +233,10 @@ def summary_markdown(headline: dict, receipt: dict, strategy: str) -> str:
         f"{protocol['epoch_and_threshold']}; the recipe as {protocol['recipe']}.",
     ]
     lines += [f"Optimistic by a choice: {item}." for item in protocol["optimistic"]]
+    calibrated = calibration_line(headline)
+    if calibrated:
+        lines.append(calibrated)
     meter = shortcut_rows(headline)
     if meter:
-        lines += ["", SHORTCUT_METER_NOTE, "", *_markdown_table(meter)]
+        lines += ["", SHORTCUT_METER_NOTE, "", *markdown_table(meter)]
     return "\n".join(lines) + "\n"

@@ -5,7 +5,9 @@
 
 Every image goes through `load_input` (the decoding that preprocessing used) and `predict_proba`
 (what evaluation used) with the artifact's own image size, mean and std, so an image gets exactly
-the probability that evaluation reported for it. An input that cannot be classified gets a
+the probability that evaluation reported for it: `prob_covid` is calibrated by the model file's
+temperature (vitct.model.calibration; T = 1 for a file without one, `Predictor.calibration`
+holds a note then), as the scoring step's is. An input that cannot be classified gets a
 message in the `error` column and the others are still classified. The same forward pass gives
 each image's `ood_score` against the model file's familiarity reference (vitct.model.ood) and
 `unfamiliar`, true when it lies beyond the reference's threshold (both empty for a model file
@@ -32,7 +34,7 @@ from vitct.atomic_files import OutputError, write_text
 from vitct.data.classes import CLASS_NAMES
 from vitct.data.histograms import HISTOGRAM_BINS
 from vitct.data.images import ImagePolicyError, ImageWarning, in_memory, load_input
-from vitct.model.artifact import load_with_familiarity
+from vitct.model.artifact import calibration_of, load_with_familiarity
 from vitct.model.inference import predict_with_features
 from vitct.model.ood import Familiarity
 
@@ -71,6 +73,9 @@ class Predictor:
         # What of the slice the model sees (absent in older files: the whole, raw)
         self.mask, self.intensity = pre.get("mask", "none"), pre.get("intensity", "raw")
         self.timeout, self.max_bytes = timeout, max_bytes
+        # the temperature every probability is divided by (1 with a note for an older file)
+        self.calibration = calibration_of(meta)
+        self.temperature = float(self.calibration["temperature"])
 
     def predict(self, images, attention_dir: str | Path | None = None) -> pd.DataFrame:
         """One row per image: path, predicted (class name), prob_covid, error ("" when OK),
@@ -100,7 +105,9 @@ class Predictor:
         size = self.image_size
         batch = np.stack(arrays) if arrays else np.zeros((0, size, size), np.uint8)
         prob, ood_score = np.full(len(names), np.nan), np.full(len(names), np.nan)
-        prob[ok], features = predict_with_features(self.model, batch, self.mean, self.std)
+        prob[ok], features = predict_with_features(
+            self.model, batch, self.mean, self.std, temperature=self.temperature
+        )
         if self.familiarity is not None:
             grey = np.stack(greys) if greys else np.zeros((0, HISTOGRAM_BINS))
             ood_score[ok] = self.familiarity.score(features, grey)
