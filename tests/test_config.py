@@ -212,7 +212,18 @@ SHIPPED_COMMANDS = [
     ["real-cpu.yaml", "real-cpu-128px.yaml", "real-cpu-128px-levers.yaml"],
     ["real-cpu.yaml", "real-cpu-source.yaml"],
     ["real-cpu.yaml", "real-cpu-switches.yaml"],
+    ["real-cpu.yaml", "real-cpu-site.yaml"],
+    ["real-cpu.yaml", "real-cpu-two-sources.yaml"],
+    ["real-cpu.yaml", "real-cpu-site.yaml", "real-cpu-site-head.yaml"],
+    ["real-cpu.yaml", "real-cpu-site.yaml", "real-cpu-site-all.yaml"],
+    ["real-cpu.yaml", "real-cpu-site.yaml", "real-cpu-site-pooled.yaml"],
 ]
+# What an overlay's command line adds (its comment says so): the site overlays name the site's
+# folder as an external set; the demo's other scanner stands in for it here.
+COMMAND_LINE = {
+    "real-cpu-site.yaml": {"evaluation": {"external": {"ucsd": "demo:b"}}},
+    "real-cpu-two-sources.yaml": {"evaluation": {"external": {"ucsd": "demo:b"}}},
+}
 
 
 def merged_config(*names: str) -> dict:
@@ -221,6 +232,8 @@ def merged_config(*names: str) -> dict:
     config: dict = {}
     for name in names:
         update_config(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    for name in names:
+        update_config(config, copy.deepcopy(COMMAND_LINE.get(name, {})))
     remove_nulled_keys(config)  # as common.smk does before any check
     return config
 

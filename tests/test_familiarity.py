@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from vitct.model.inference import predict_with_features
-from vitct.model.ood import Distance, Familiarity, fit, flagged_share, score_and_flag
+from vitct.model.ood import (
+    SET_MIN_SLICES,
+    Distance,
+    Familiarity,
+    fit,
+    flagged_share,
+    score_and_flag,
+    set_is_shifted,
+)
 from vitct.model.settings import ViTConfig
 from vitct.model.vit import ViT
 
@@ -66,8 +74,9 @@ def test_unscored_images_have_no_flag_and_no_reference_flags_nothing():
     flags = reference.flags(np.array([0.5, np.nan, 2.0]))
     assert flags.dtype == "boolean" and flags.tolist() == [False, pd.NA, True]
     assert flagged_share(flags) == 0.5
-    scores, none = score_and_flag(None, np.zeros((3, 2)))
+    scores, none, set_flag = score_and_flag(None, np.zeros((3, 2)))
     assert np.isnan(scores).all() and none.isna().all() and flagged_share(none) is None
+    assert set_flag is False
 
 
 def test_grey_levels_flag_what_the_features_miss_and_both_flag_about_5_percent():
@@ -85,3 +94,43 @@ def test_grey_levels_flag_what_the_features_miss_and_both_flag_about_5_percent()
     assert flagged_share(both.flags(both.score(other_f, other_g))) > 0.8
     with pytest.raises(ValueError, match="grey histograms"):
         both.score(other_f)
+
+
+def test_held_in_sets_are_almost_never_flagged_as_a_whole_and_shifted_ones_are():
+    reference = fit(gaussian(1000, 0), gaussian(1000, 1))
+    held_in, shifted = [], []
+    for seed in range(200):  # sets of 20 slices, as a small folder would be
+        scores = reference.score(gaussian(20, 10 + seed))
+        held_in.append(reference.set_flags(scores)[1])
+        half = reference.score(gaussian(20, 1000 + seed, shift=0.6))  # about half flagged
+        shifted.append(reference.set_flags(half)[1])
+    assert np.mean(held_in) <= 0.01 and np.mean(shifted) >= 0.9
+
+
+def test_a_set_flagged_as_a_whole_flags_every_scored_image_and_keeps_the_unscored_missing():
+    reference = Familiarity(Distance(np.zeros(2), np.eye(2), 1.0), None, 0.05, 10)
+    scores = np.r_[np.full(8, 2.0), np.full(12, 0.5), np.nan]  # 8 of 20 scored beyond 1
+    flags, shifted = reference.set_flags(scores)
+    assert shifted and flags.tolist() == [True] * 20 + [pd.NA]
+    few = reference.set_flags(np.r_[np.full(SET_MIN_SLICES - 2, 2.0), 0.5])
+    assert not few[1] and few[0].tolist() == [True] * (SET_MIN_SLICES - 2) + [False]
+
+
+def test_the_set_test_expects_at_least_the_aimed_share_even_if_validation_flagged_none():
+    flags = pd.Series([True] * 3 + [False] * 37)  # 7.5%: plausible at 5%, not at 0%
+    assert not set_is_shifted(flags, val_share=0.0)
+    assert set_is_shifted(pd.Series([True] * 10 + [False] * 30), val_share=0.0)
+
+
+def test_the_warning_names_the_flagged_images_or_says_the_set_as_a_whole_was_flagged():
+    from vitct.prediction.predictor import unfamiliar_warning
+
+    table = pd.DataFrame({"path": ["a.png", "b.png", "c.png"]})
+    table["unfamiliar"] = pd.Series([True, False, pd.NA], dtype="boolean")
+    assert unfamiliar_warning(table).startswith("1 of 2 images look unlike")
+    table["unfamiliar"] = pd.Series([True, True, pd.NA], dtype="boolean")
+    table.attrs["set_unfamiliar"] = True
+    message = unfamiliar_warning(table)
+    assert message.startswith("these 2 images, as a set, look unlike") and "vitct adapt" in message
+    table["unfamiliar"] = pd.Series([False, False, pd.NA], dtype="boolean")
+    assert unfamiliar_warning(table) is None

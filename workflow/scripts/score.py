@@ -39,7 +39,9 @@ def main(snakemake):
     for part in scored:
         logits, features = logits_and_features(model, part.x, pre["mean"], pre["std"])
         prob_raw, prob = covid_probability(logits), covid_probability(logits, temperature)
-        ood_score, unfamiliar = score_and_flag(reference, features, part.grey)
+        ood_score, unfamiliar, set_unfamiliar = score_and_flag(reference, features, part.grey)
+        if set_unfamiliar:
+            logging.info("%s: unlike the training data as a whole: every image flagged", part.name)
         # predictions() refuses a temperature that changed a predicted class
         rows.append(predictions(part, prob, seen, ood_score, unfamiliar, prob_raw=prob_raw))
         scores = binary_metrics(part.y, prob)

@@ -79,12 +79,15 @@ def scored(frame: pd.DataFrame, n_resamples: int) -> dict:
     images and runs, and the share flagged unfamiliar."""
     point, samples = resampled({"": frame}, n_resamples)[""]
     flags = frame.unfamiliar.dropna() if "unfamiliar" in frame else pd.Series(dtype=bool)
+    own = frame.ood_score.dropna() if "ood_score" in frame else pd.Series(dtype=float)
     return {
         **point,
         "ci95": _interval(samples) if n_resamples else {},
         "n": int(frame.path.nunique()),
         "runs": int(frame.groupby(["fold", "seed"]).ngroups),
         "flagged_share": float(flags.mean()) if len(flags) else None,
+        # by their own scores alone; flagged_share adds the images of a set flagged as a whole
+        "own_flagged_share": float((own > 1).mean()) if len(own) else None,
         "predicted_covid_share": float((frame.prob_covid >= 0.5).mean()),
     }
 

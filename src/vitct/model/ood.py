@@ -16,6 +16,11 @@ Each distance is divided by its threshold, a quantile of the validation images' 
 `ood_score` is the larger of the two: above 1 the image is flagged. The quantiles are chosen so
 that about 5% of in-source images are flagged in all: a flag means "unlike the training
 source", not "wrong".
+
+A set of images from one place (an external set, a folder given to `vitct predict`) is judged
+as a whole too: when it holds far more flagged images than in-source images would
+(set_is_shifted), every image of it is flagged. Slices of another source often lie within
+either threshold one by one, but not as a crowd.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ METHOD = "mahalanobis, pooled features and grey-level histograms, Ledoit-Wolf co
 QUANTILE = 0.95  # of the validation scores, with one distance: about 5% flagged
 QUANTILE_OF_TWO = 0.975  # each, with both: about 5% flagged by either
 TENSOR_PREFIX = "familiarity."  # its tensors in a model file, apart from the model's weights
+# A set of slices (a folder, an external set) is unlike the training data as a whole when it
+# holds more flagged slices than in-source slices would but once in a thousand sets; the share
+# expected in-source is the validation's, never below the share the thresholds aim at.
+SET_LEVEL = 0.001
+SET_MIN_SLICES = 10
+EXPECTED_SHARE = 0.05
 
 
 @dataclass
@@ -78,6 +89,16 @@ class Familiarity:
         """True above 1; missing (<NA>) where an image has no score."""
         scores = np.asarray(scores, dtype=float)
         return pd.Series(scores > 1.0, dtype="boolean").mask(np.isnan(scores))
+
+    def set_flags(self, scores: np.ndarray) -> tuple[pd.Series, bool]:
+        """The flags of one set of images (one source's, one folder's): each image's own, or
+        every scored image's when the set as a whole is unlike the training data
+        (set_is_shifted); and whether it is."""
+        flags = self.flags(scores)
+        shifted = set_is_shifted(flags, self.val_flagged_share)
+        if shifted:
+            flags = flags.mask(flags.notna(), True)
+        return flags, shifted
 
     def tensors(self) -> dict[str, np.ndarray]:
         parts = {"": self.features, "grey_": self.grey}
@@ -140,11 +161,29 @@ def fit(
 
 
 def score_and_flag(reference: Familiarity | None, features: np.ndarray, grey=None):
-    """(ood_score, unfamiliar) columns for scored images: NaN and <NA> without a reference."""
+    """(ood_score, unfamiliar, set_unfamiliar) of one set of scored images: each image's score,
+    its flag (its own, or its set's: Familiarity.set_flags), and whether the set as a whole was
+    flagged; NaN, <NA> and False without a reference."""
     if reference is None:
-        return np.full(len(features), np.nan), pd.Series(pd.NA, range(len(features)), "boolean")
+        missing = pd.Series(pd.NA, range(len(features)), "boolean")
+        return np.full(len(features), np.nan), missing, False
     scores = reference.score(features, grey)
-    return scores, reference.flags(scores)
+    return scores, *reference.set_flags(scores)
+
+
+def set_is_shifted(flags, val_share: float) -> bool:
+    """True when a set of slices (one source's, one folder's) holds so many flagged slices that
+    in-source slices would hold as many less than once in a thousand sets (a one-sided binomial
+    test against the validation slices' flagged share): the set as a whole is then unlike the
+    training data, and each of its slices is to be flagged with it. Sets under SET_MIN_SLICES
+    slices, and slices with no score (missing flags), are not judged."""
+    from scipy.stats import binom  # imported here: the model file needs no SciPy
+
+    scored = pd.Series(flags, dtype="boolean").dropna()
+    if len(scored) < SET_MIN_SLICES:
+        return False
+    expected = max(float(val_share), EXPECTED_SHARE)
+    return bool(binom.sf(int(scored.sum()) - 1, len(scored), expected) < SET_LEVEL)
 
 
 def flagged_share(flags: pd.Series) -> float | None:

@@ -21,6 +21,7 @@ import pandas as pd
 from vitct.evaluation.scoring import EXTERNAL_PREFIX, TEST
 from vitct.pipeline.tables import (
     CALIBRATION_NOTE,
+    FLAG_NOTE,
     SHORTCUT_METER_NOTE,
     calibration_rows,
     curve_rows,
@@ -250,9 +251,7 @@ def model_card(
         ("p", CALIBRATION_NOTE),
         ("table", calibration_rows(headline)),
         ("h2", "Out-of-distribution flag"),
-        ("p", "A slice is flagged when its distance to the training slices (in the model's "
-              "features or in its grey levels as decoded) is beyond what about 5% of the "
-              "validation slices reach: a flag means unlike the training data, not wrong."),
+        ("p", FLAG_NOTE),
         ("table", flag_rows(headline)),
         ("h2", "Shortcut meter"),
         ("p", SHORTCUT_METER_NOTE),

@@ -21,6 +21,7 @@ from vitct.evaluation.scoring import TEST
 from vitct.pipeline.model_card import model_card, to_html
 from vitct.pipeline.tables import (
     CALIBRATION_NOTE,
+    FLAG_NOTE,
     SHORTCUT_METER_NOTE,
     ablation_rows,
     calibration_line,
@@ -173,6 +174,7 @@ def build_report(
         folds=_table(pd.read_csv(inputs["folds"], sep="\t"), index=False),
         shortcut=_rows_table(shortcut_rows(headline)),
         flags=_rows_table(flag_rows(headline)),
+        flag_note=FLAG_NOTE,
         by_source=_rows_table(source_rows(headline)),
         loso=_rows_table(loso_rows(loso)) if len(loso) else "",
         curve=_rows_table(curve_rows(curve)) if len(curve) else "",

@@ -10,8 +10,9 @@ temperature (vitct.model.calibration; T = 1 for a file without one, `Predictor.c
 holds a note then), as the scoring step's is. An input that cannot be classified gets a
 message in the `error` column and the others are still classified. The same forward pass gives
 each image's `ood_score` against the model file's familiarity reference (vitct.model.ood) and
-`unfamiliar`, true when it lies beyond the reference's threshold (both empty for a model file
-without a reference).
+`unfamiliar`, true when it lies beyond the reference's threshold or when the images of the call,
+as a set, are unlike the training data (vitct.model.ood.set_is_shifted); both empty for a model
+file without a reference.
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ class Predictor:
         )
         table["ood_score"] = ood_score
         table["unfamiliar"] = pd.Series(pd.NA, index=table.index, dtype="boolean")
-        if self.familiarity is not None:
-            table["unfamiliar"] = self.familiarity.flags(ood_score)
+        if self.familiarity is not None:  # the images of one call are judged as a set too
+            table["unfamiliar"], table.attrs["set_unfamiliar"] = self.familiarity.set_flags(
+                ood_score
+            )
         if attention_dir is not None and len(batch):
             try:
                 self._write_attention(batch, table[ok], Path(attention_dir))
@@ -225,6 +228,13 @@ def unfamiliar_warning(table: pd.DataFrame, shown: int = 3) -> str | None:
         return None
     scored = int(table.unfamiliar.notna().sum())
     first = ", ".join(flagged[:shown]) + (", ..." if len(flagged) > shown else "")
+    if table.attrs.get("set_unfamiliar"):
+        return (
+            f"these {scored} images, as a set, look unlike the model's training data: far more "
+            "of them lie beyond its out-of-distribution threshold than of its own source's "
+            "slices, so every one is flagged (unfamiliar column); measure the model on labelled "
+            "slices of this source, or adapt it (vitct adapt), before trusting its predictions"
+        )
     return (
         f"{len(flagged)} of {scored} images look unlike the model's training data "
         "(unfamiliar column): the model was trained on one source, so its predictions on "
