@@ -214,9 +214,7 @@ SHIPPED_COMMANDS = [
     ["real-cpu.yaml", "real-cpu-switches.yaml"],
     ["real-cpu.yaml", "real-cpu-site.yaml"],
     ["real-cpu.yaml", "real-cpu-two-sources.yaml"],
-    ["real-cpu.yaml", "real-cpu-site.yaml", "real-cpu-site-head.yaml"],
-    ["real-cpu.yaml", "real-cpu-site.yaml", "real-cpu-site-all.yaml"],
-    ["real-cpu.yaml", "real-cpu-site.yaml", "real-cpu-site-pooled.yaml"],
+    ["real-cpu.yaml", "real-cpu-site.yaml", "real-cpu-site-finetune.yaml"],
 ]
 # What an overlay's command line adds (its comment says so): the site overlays name the site's
 # folder as an external set; the demo's other scanner stands in for it here.

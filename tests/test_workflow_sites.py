@@ -1,7 +1,8 @@
 """The pipeline with the demo generator's second scanner (demo:b) as a new site, on the tiny
-config: adapted with n of its labelled slices drawn from its pool and scored on its evaluation
-part only (the learning curve), and as a second training source (per-source metrics and the
-leave-one-source-out table); both end in a report and a model card."""
+config: adapted with n of its labelled slices drawn from its pool (pooled retraining, the
+default, then fine-tuning) and scored on its evaluation part only (the learning curve), and as
+a second training source (per-source metrics and the leave-one-source-out table); both end in a
+report and a model card."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ SMALL = {
 }  # fmt: skip
 
 
+CURVE = {"site": SITE, "labels": [0, 6, "all"], "draws": 2, "epochs": 2}
+
+
 def site_config(**adaptation) -> dict:
     return tiny_config(**SMALL, adaptation=adaptation)
 
@@ -32,7 +36,7 @@ def site_config(**adaptation) -> dict:
 @pytest.fixture(scope="module")
 def site_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("site_run")
-    snakemake(workdir, config=site_config(site=SITE, labels=[0, 6, "all"], draws=2, epochs=2))
+    snakemake(workdir, config=site_config(**CURVE))
     return workdir
 
 
@@ -47,13 +51,13 @@ def site_split(root: Path) -> pd.DataFrame:
     return pd.read_csv(root / "results/data/site_split.tsv", sep="\t")
 
 
-def test_every_draw_adapts_on_pool_slices_and_every_score_reads_the_evaluation_part(site_run):
-    split = site_split(site_run)
+def draws_adapt_on_pool_slices_and_scores_read_the_evaluation_part(root: Path, method: str):
+    split = site_split(root)
     assert (split.groupby("near_duplicate_group").part.nunique() == 1).all()
     pool, evaluation = set(split.path[split.part == "pool"]), set(split.path[split.part == "eval"])
-    adaptations = sorted((site_run / "results/runs").glob("adapt~*/draw*/seed0"))
+    adaptations = sorted((root / "results/runs").glob(f"adapt~{method}~*/draw*/seed0"))
     assert [p.parts[-3] for p in adaptations] == [
-        "adapt~finetune~n6", "adapt~finetune~n6", "adapt~finetune~nall"
+        f"adapt~{method}~n6", f"adapt~{method}~n6", f"adapt~{method}~nall"
     ]  # fmt: skip
     for run in adaptations:
         metrics = json.loads((run / "train_metrics.json").read_text())
@@ -61,9 +65,16 @@ def test_every_draw_adapts_on_pool_slices_and_every_score_reads_the_evaluation_p
         on_site = read_predictions(run / "predictions.tsv").query(f"part == 'external:{SITE}'")
         assert set(on_site.path) == evaluation, run
         record = read_metadata(run / "model.safetensors")["data"]["adaptation"]
-        assert record["site"] == SITE and record["slices"] == len(metrics["adapted_on"])
-    shipped = read_predictions(site_run / "results/runs/final/all/seed0/predictions.tsv")
+        assert record["site"] == SITE and record["method"] == method
+        assert record["slices"] == len(metrics["adapted_on"])
+    shipped = read_predictions(root / "results/runs/final/all/seed0/predictions.tsv")
     assert set(shipped.path[shipped.part == f"external:{SITE}"]) == evaluation
+
+
+def test_every_pooled_draw_adapts_on_pool_slices_and_every_score_reads_the_evaluation_part(
+    site_run,
+):
+    draws_adapt_on_pool_slices_and_scores_read_the_evaluation_part(site_run, "pooled")
 
 
 def test_the_learning_curve_is_in_the_report_and_the_model_card(site_run):
@@ -78,15 +89,15 @@ def test_the_learning_curve_is_in_the_report_and_the_model_card(site_run):
     assert "synthetic demo slices, NOT CT" in card
 
 
-def test_switching_the_adaptation_method_trains_only_the_adaptations(site_run):
-    config = site_config(site=SITE, labels=[0, 6, "all"], draws=2, epochs=2, method="pooled")
-    (site_run / "config.yaml").write_text(json.dumps(config))
+def test_switching_to_finetune_runs_only_the_adaptations_and_their_scores(site_run):
+    (site_run / "config.yaml").write_text(json.dumps(site_config(**CURVE, method="finetune")))
     try:
         jobs = jobs_to_run(site_run)
+        assert jobs.get("adapt") == 3 and "train" not in jobs and "partition" not in jobs, jobs
+        snakemake(site_run)
+        draws_adapt_on_pool_slices_and_scores_read_the_evaluation_part(site_run, "finetune")
     finally:
-        (site_run / "config.yaml").write_text(json.dumps(site_config(
-            site=SITE, labels=[0, 6, "all"], draws=2, epochs=2)))  # fmt: skip
-    assert jobs.get("adapt") == 3 and "train" not in jobs and "partition" not in jobs, jobs
+        (site_run / "config.yaml").write_text(json.dumps(site_config(**CURVE)))
 
 
 def test_two_sources_are_dealt_alike_and_never_share_a_group_across_folds(two_sources):

@@ -89,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         help="adapt a model file to a new site with a folder of its labelled slices",
         description="Fine-tune a model file's last layers on a folder of labelled slices "
         "(COVID/ and non-COVID/, as the Kaggle layout) and write the adapted model file, which "
-        "records what it was adapted on. Exit status 0: adapted; 2: an unusable model file, "
-        "folder or output (one line says why).",
+        "records what it was adapted on. It needs no training images; where they are at hand, "
+        "the pipeline's adaptation (adaptation.method: pooled) trains again with both and "
+        "forgets less. Exit status 0: adapted; 2: an unusable model file, folder or output (one "
+        "line says why).",
     )
     adapt.add_argument("model", help="model file, e.g. results/model.safetensors")
     adapt.add_argument("folder", help="labelled slices of the new site: COVID/ and non-COVID/")

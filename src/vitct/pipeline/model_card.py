@@ -43,9 +43,10 @@ INTENDED_USE = [
     "Research and teaching: telling axial lung CT slices of patients with COVID-19 from slices "
     "of patients without it, on slices like those it was trained on, and measuring how far such "
     "a model carries to scans from elsewhere.",
-    "A starting point for a site's own model: adapt it with a few dozen of the site's labelled "
-    "slices (`vitct adapt`) and measure it on the site's own held-out slices before relying on "
-    "any of its numbers there.",
+    "A starting point for a site's own model: adapt it with the site's labelled slices (the "
+    "pipeline's `adaptation.site`, which retrains with them and measures the gain on the site's "
+    "held-out slices, or `vitct adapt`) and measure it there before relying on any of its "
+    "numbers.",
 ]
 NOT_FOR = [
     "**Not a diagnostic device.** It is not cleared or approved by any regulator, has not been "

@@ -99,7 +99,7 @@ def finetune(
 
 # `vitct adapt`'s settings when not given: the schema's adaptation defaults (a test holds the
 # two together), so the command adapts as the pipeline's learning curve measured.
-DEFAULTS = {"epochs": 20, "lr": 0.001, "trainable": "last_block"}
+DEFAULTS = {"epochs": 20, "lr": 0.0001, "trainable": "last_block"}
 # Fewer labelled slices of a class than this teach the model nothing of it worth the risk.
 MIN_PER_CLASS = 2
 
