@@ -40,7 +40,7 @@ SHIPPED_RUN = {
 CONFIG = {
     "split": {"near_duplicate_threshold": 0.95, "strategy": "grouped", "test": 0.2, "seed": 1},
     "training": {"seed": 0},
-    "adaptation": {"method": "finetune"},
+    "adaptation": {"method": "finetune", "trainable": "last_block", "epochs": 20, "lr": 1e-4},
 }
 
 
@@ -107,6 +107,18 @@ def test_leave_one_source_out_and_the_learning_curve_appear_only_with_their_tabl
     assert "### Leave one source out" in text and "| ucsd | the other sources | 9 | 1 |" in text
     assert "| 0 | 3 | 50 |" in text and "(the shipped model)" in text
     assert "| 10 | 3 | 50 | 0.700 [0.700, 0.700]" in text and "-0.5 [-1.5, +0.5]" in text
+    assert (
+        "fine-tuning the shipped model (last block trained, 20 epochs at learning rate 0.0001)"
+        in text
+    )
+    pooled = {**CONFIG, "adaptation": {**CONFIG["adaptation"], "method": "pooled"}}
+    text = to_markdown(
+        model_card(
+            computed, {"main": RECEIPT}, PARTITION, SHIPPED_RUN, pooled, loso, curve, "abc1234"
+        )
+    )
+    assert "Adapted by the final recipe trained again with the drawn slices among its" in text
+    assert "learning rate" not in text
 
 
 def test_markdown_and_html_hold_the_same_tables_and_html_escapes(computed):

@@ -23,6 +23,7 @@ from vitct.pipeline.tables import (
     CALIBRATION_NOTE,
     FLAG_NOTE,
     SHORTCUT_METER_NOTE,
+    adaptation_method,
     calibration_rows,
     curve_rows,
     flag_rows,
@@ -240,9 +241,10 @@ def model_card(
         site = partition.get("site", {})
         card += [
             ("h3", f"Adapted to {site.get('name', 'the site')} with n of its labelled slices"),
-            ("p", f"Adapted by {config['adaptation']['method']} with n slices drawn by group "
-                  f"from the site's adaptation pool ({site.get('pool', '?')} slices), scored on "
-                  f"its evaluation part ({site.get('eval', '?')} slices) that no draw touched; "
+            ("p", f"Adapted by {adaptation_method(config['adaptation'])}: n slices drawn by "
+                  f"group from the site's adaptation pool ({site.get('pool', '?')} slices), "
+                  f"scored on its evaluation part ({site.get('eval', '?')} slices) that no draw "
+                  "touched; "
                   "n 0 is the shipped model. In-source: the locked test, paired with the shipped "
                   "model's."),  # fmt: skip
             ("table", curve_rows(curve)),

@@ -323,6 +323,16 @@ def loso_rows(loso: pd.DataFrame) -> list[dict]:
     ]
 
 
+def adaptation_method(adaptation: dict) -> str:
+    """How the config's adaptation adapts the shipped model, in words."""
+    if adaptation["method"] == "pooled":
+        return "the final recipe trained again with the drawn slices among its training images"
+    return (
+        f"fine-tuning the shipped model ({adaptation['trainable'].replace('_', ' ')} trained, "
+        f"{adaptation['epochs']} epochs at learning rate {adaptation['lr']:g}) on the drawn slices"
+    )
+
+
 def curve_rows(curve: pd.DataFrame) -> list[dict]:
     """The learning curve: per number of labelled site slices, the adapted models' mean over
     draws on the site's evaluation part, and their locked-test accuracy beside the shipped
