@@ -273,8 +273,9 @@ def plot_reliability(sets: dict, path, temperature: float | None = None) -> None
 
 def plot_learning_curve(curve: pd.DataFrame, site: str, path) -> None:
     """Accuracy and ROC-AUC on the site's evaluation part against the number of its labelled
-    slices the model was adapted with (95% intervals as whiskers), and the same models' locked
-    test accuracy beside the shipped model's: what adapting buys there and costs here."""
+    slices the model was adapted with (95% intervals as whiskers), and the same models'
+    locked-test accuracy minus the shipped model's, paired: what adapting buys there and costs
+    here."""
     labels = [str(n) for n in curve["labelled site slices"]]
     x = np.arange(len(labels))
     fig, (ax, ax_in) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -292,12 +293,19 @@ def plot_learning_curve(curve: pd.DataFrame, site: str, path) -> None:
         title=f"on {site}'s evaluation part",
     )  # fmt: skip
     ax.legend(fontsize=8, loc="lower right")
-    shipped = curve["locked test accuracy"].iloc[0]
-    ax_in.plot(x, curve["locked test accuracy"], marker="o", color="tab:green")
-    ax_in.axhline(shipped, color="black", linestyle="--", linewidth=1, label="shipped model")
+    points = curve["in-source points"].to_numpy(dtype=float)
+    low = np.nan_to_num(curve["in-source points low"].to_numpy(dtype=float))
+    high = np.nan_to_num(curve["in-source points high"].to_numpy(dtype=float))
+    ax_in.errorbar(
+        x, points, yerr=[points - low, high - points], marker="o", capsize=3, color="tab:green",
+        label="adapted minus shipped",
+    )  # fmt: skip
+    ax_in.axhline(0, color="black", linestyle="--", linewidth=1, label="the shipped model")
+    # At least +-2 points shown, so that a change smaller than the noise does not look large.
+    ax_in.set_ylim(min(low.min(), -2) - 0.5, max(high.max(), 2) + 0.5)
     ax_in.set(
-        xticks=x, xticklabels=labels, xlabel="labelled site slices", ylabel="accuracy",
-        title="in-source: the locked test",
+        xticks=x, xticklabels=labels, xlabel="labelled site slices",
+        ylabel="locked-test accuracy points", title="in-source: what adapting cost (paired)",
     )  # fmt: skip
     ax_in.legend(fontsize=8)
     for axis in (ax, ax_in):
