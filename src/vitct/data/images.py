@@ -25,6 +25,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from vitct.data.content import content_problem
+from vitct.data.dicom import is_dicom, read_dicom_grey
 from vitct.data.histograms import grey_histograms
 from vitct.data.model_input import model_input
 from vitct.errors import UserError
@@ -196,9 +197,15 @@ def decode(source) -> Image.Image:
 
 def read_slice(source) -> Slice:
     """Decode an image (path or file object) and grey it, and check that it is a CT slice at all
-    (vitct.data.content); raises ImagePolicyError with the reason for one that is not."""
-    image, mode = _decode(source)
-    grey = to_grey(image)
+    (vitct.data.content); raises ImagePolicyError with the reason for one that is not. A DICOM
+    file is read by its Hounsfield units in the lung window (vitct.data.dicom)."""
+    if is_dicom(source):
+        grey = read_dicom_grey(source)
+        check_image_size(*grey.size)
+        image, mode = grey, "DICOM"
+    else:
+        image, mode = _decode(source)
+        grey = to_grey(image)
     problem = content_problem(image, grey)
     if problem:
         raise ImagePolicyError(problem)

@@ -41,7 +41,7 @@ from vitct.model.ood import Familiarity
 
 MAX_DOWNLOAD_BYTES = 64 * 2**20  # a CT slice PNG is well under 1 MiB
 DOWNLOAD_TIMEOUT = 30.0  # seconds for one whole download
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm")
 COLUMNS = ["path", "predicted", "prob_covid", "error", "ood_score", "unfamiliar"]
 
 
