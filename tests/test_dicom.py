@@ -1,7 +1,7 @@
 """DICOM CT slices: Hounsfield units by the rescale tags, one stated lung window, the same model
-input as the PNG a reader would export, one clear message for each unusable file, and
-`vitct predict` on a folder of series (synthetic slices written with pydicom; the real sample's
-JPEG Lossless slices when VITCT_REAL_DATA is set)."""
+input as the PNG a reader would export, one clear message for each unusable file, patients from
+the header as hashed groups, and `vitct predict` on a folder of series (synthetic slices written
+with pydicom; the real sample's JPEG Lossless slices when VITCT_REAL_DATA is set)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid  # noqa: E402
 
 from vitct.data.dicom import LUNG_WINDOW, DicomError, hounsfield, is_dicom, window  # noqa: E402
+from vitct.data.duplicates import near_duplicate_groups  # noqa: E402
 from vitct.data.images import load_input  # noqa: E402
+from vitct.data.manifest import build_manifest  # noqa: E402
 from vitct.model.artifact import save_artifact  # noqa: E402
 from vitct.model.settings import ViTConfig  # noqa: E402
 from vitct.model.vit import ViT  # noqa: E402
@@ -171,3 +173,26 @@ def test_the_real_sample_decodes_its_jpeg_lossless_slices_into_lung_windowed_sli
         grey, _ = load_input(path, 64)
         # air (-1000 HU) is dark grey in the lung window (60), soft tissue and bone white
         assert grey.shape == (64, 64) and grey.min() <= 70 and grey.max() > 200
+
+
+def test_a_patients_slices_join_one_group_however_unlike_they_look():
+    thumbnails = np.random.default_rng(0).normal(size=(6, 32, 32))  # no two alike
+    assert len(set(near_duplicate_groups(thumbnails, 0.95))) == 6
+    groups = near_duplicate_groups(thumbnails, 0.95, ["a", "", "b", "a", "b", ""])
+    assert groups[0] == groups[3] and groups[2] == groups[4]
+    assert len(set(groups)) == 4  # the two without a patient stay apart
+
+
+def test_a_manifest_of_dicom_series_keys_each_slice_to_a_hash_of_its_patient(tmp_path):
+    names = {"COVID": ["Doe^Jane", "Roe^Richard"], "non-COVID": ["Poe^Edgar"]}
+    for class_dir, patients in names.items():
+        for p, patient in enumerate(patients):
+            for k in range(3):
+                ds = ct_dataset(chest_hu(seed=100 * p + k), PatientID=patient)
+                write(ds, tmp_path / class_dir / f"series{p}" / f"{k}.dcm")
+    manifest, rejects = build_manifest(tmp_path, progress=False)
+    assert len(manifest) == 9 and rejects.empty and set(manifest["mode"]) == {"DICOM"}
+    per_series = manifest.groupby(manifest.path.str.rsplit("/", n=1).str[0]).patient.nunique()
+    assert per_series.eq(1).all() and manifest.patient.nunique() == 3
+    text = manifest.to_csv(sep="\t")
+    assert not any(name in text or name.split("^")[0] in text for p in names.values() for name in p)

@@ -49,7 +49,9 @@ def read_set(manifest_path, cache_path, threshold: float) -> pd.DataFrame:
     table = pd.read_csv(manifest_path, sep="\t", keep_default_na=False)
     cache = load_cache(cache_path)
     table["thumbnail"] = list(cache["thumbnails"][rows_of(cache["paths"], table.path, cache_path)])
-    table["near_duplicate_group"] = near_duplicate_groups(np.stack(table.thumbnail), threshold)
+    table["near_duplicate_group"] = near_duplicate_groups(
+        np.stack(table.thumbnail), threshold, table.get("patient")
+    )
     return table
 
 
@@ -81,7 +83,11 @@ def main(snakemake):
     table = pd.concat(frames, ignore_index=True)
     thumbnails = np.stack(table.pop("thumbnail"))
     # Groups over every source at once: a slice of one source copied into another is caught.
-    table["near_duplicate_group"] = near_duplicate_groups(thumbnails, threshold)
+    patients = None  # per source: the same id in two sources is not one patient
+    if "patient" in table:
+        known = table.patient.fillna("").astype(str)
+        patients = np.where(known != "", table.source + ":" + known, "")
+    table["near_duplicate_group"] = near_duplicate_groups(thumbnails, threshold, patients)
     checks = {}
     for strategy in STRATEGIES:
         try:

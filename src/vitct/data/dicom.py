@@ -13,6 +13,7 @@ pydicom (pylibjpeg with pylibjpeg-libjpeg: the `dicom` extra); without one the m
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ LUNG_WINDOW = (-600.0, 1500.0)
 INSTALL = "pip install 'vitct[dicom]' (pydicom, pylibjpeg and pylibjpeg-libjpeg)"
 # A DICOM file's first 128 bytes are a preamble, then these four.
 MAGIC = b"DICM"
+DICOM_MODE = "DICOM"  # a slice's colour mode in the manifest when it was read from DICOM
 
 
 class DicomError(UserError, ValueError):
@@ -96,13 +98,27 @@ def hounsfield(dataset) -> np.ndarray:
     return stored.astype(np.float64) * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
 
 
-def read_dicom_grey(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> Image.Image:
-    """A DICOM CT slice (path or file object) as a grey image: its HU in the lung window."""
+def _pydicom():
     try:
         import pydicom
-        from pydicom.errors import InvalidDicomError
     except ImportError:
         raise DicomError(f"reading DICOM needs pydicom: {INSTALL}") from None
+    return pydicom
+
+
+def patient_key(path) -> str:
+    """The slice's patient (PatientID, else StudyInstanceUID) as a hash: the group that splits
+    and folds keep together, with no identifying header value in any output; "" for none."""
+    header = _pydicom().dcmread(path, stop_before_pixels=True)
+    value = str(header.get("PatientID", "") or header.get("StudyInstanceUID", "") or "")
+    return "p" + hashlib.sha256(value.encode()).hexdigest()[:16] if value.strip() else ""
+
+
+def read_dicom_grey(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> Image.Image:
+    """A DICOM CT slice (path or file object) as a grey image: its HU in the lung window."""
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
     try:
         dataset = pydicom.dcmread(source)
     except (InvalidDicomError, EOFError, OSError) as e:

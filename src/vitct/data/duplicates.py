@@ -23,9 +23,13 @@ def embed(thumbnails: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1)
 
 
-def near_duplicate_groups(thumbnails: np.ndarray, threshold: float, block: int = 1024):
+def near_duplicate_groups(
+    thumbnails: np.ndarray, threshold: float, patients=None, block: int = 1024
+) -> np.ndarray:
     """Group id per image: connected components of the 'cosine >= threshold' graph, so a chain
-    of near-duplicates (slice 1 ~ slice 2 ~ slice 3) forms one group."""
+    of near-duplicates (slice 1 ~ slice 2 ~ slice 3) forms one group; where a patient is known
+    (`patients`, "" where not: a DICOM header's), all of a patient's slices join one group too,
+    so that splits and folds keep patients whole."""
     e = embed(thumbnails)
     rows, cols = [], []
     for start in range(0, len(e), block):  # blocks keep memory flat on big data sets
@@ -33,6 +37,13 @@ def near_duplicate_groups(thumbnails: np.ndarray, threshold: float, block: int =
         r, c = np.nonzero(sim >= threshold)
         rows.append(r + start)
         cols.append(c)
+    if patients is not None:  # a chain through each patient's slices joins them
+        patients = np.asarray(patients, dtype=str)
+        known = np.flatnonzero(patients != "")
+        order = known[np.argsort(patients[known], kind="stable")]
+        same = patients[order][1:] == patients[order][:-1]
+        rows.append(order[:-1][same])
+        cols.append(order[1:][same])
     n = len(e)
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from vitct.data.content import content_problem
-from vitct.data.dicom import is_dicom, read_dicom_grey
+from vitct.data.dicom import DICOM_MODE, is_dicom, read_dicom_grey
 from vitct.data.histograms import grey_histograms
 from vitct.data.model_input import model_input
 from vitct.errors import UserError
@@ -202,7 +202,7 @@ def read_slice(source) -> Slice:
     if is_dicom(source):
         grey = read_dicom_grey(source)
         check_image_size(*grey.size)
-        image, mode = grey, "DICOM"
+        image, mode = grey, DICOM_MODE
     else:
         image, mode = _decode(source)
         grey = to_grey(image)

@@ -27,6 +27,7 @@ from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
 from vitct.data.classes import CLASS_DIRS, label_of
+from vitct.data.dicom import DICOM_MODE, patient_key
 from vitct.data.images import ImagePolicyError, read_slice
 from vitct.errors import UserError
 
@@ -40,6 +41,7 @@ MANIFEST_COLUMNS = [
     "width",
     "height",
     "mode",
+    "patient",  # a hash of the DICOM header's patient, "" for other files
     "duplicate_of",
 ]
 REJECT_COLUMNS = ["path", "class_dir", "reason"]
@@ -92,7 +94,8 @@ def _inspect(path: Path, rel: str) -> tuple[dict | None, str | None]:
     for warning in caught:  # used all the same: said in the log
         log.warning("%s: %s", rel, warning.message)
     width, height = image.image.size  # as shown (upright)
-    return {"width": width, "height": height, "mode": image.mode}, None
+    patient = patient_key(path) if image.mode == DICOM_MODE else ""
+    return {"width": width, "height": height, "mode": image.mode, "patient": patient}, None
 
 
 def _class_files(root: Path, class_dir: str, setting: str) -> list[Path]:
