@@ -78,15 +78,12 @@ def main() -> None:
     sets[f"{args.site} (evaluation part)"] = (
         pred == site["y"][keep], f_site, site["histograms"][keep])  # fmt: skip
 
-    def fit(train, val, quantile):
-        return Distance.fit(train, val, quantile)
-
     variants = {
-        "features": [(fit(f_train, f_val, QUANTILE), 1)],
-        "grey": [(fit(data["train_grey"], data["val_grey"], QUANTILE), 2)],
+        "features": [(Distance.fit(f_train, f_val, QUANTILE), 1)],
+        "grey": [(Distance.fit(data["train_grey"], data["val_grey"], QUANTILE), 2)],
         "either": [
-            (fit(f_train, f_val, QUANTILE_OF_TWO), 1),
-            (fit(data["train_grey"], data["val_grey"], QUANTILE_OF_TWO), 2),
+            (Distance.fit(f_train, f_val, QUANTILE_OF_TWO), 1),
+            (Distance.fit(data["train_grey"], data["val_grey"], QUANTILE_OF_TWO), 2),
         ],
     }
 

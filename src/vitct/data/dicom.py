@@ -106,16 +106,16 @@ def _pydicom():
     return pydicom
 
 
-def patient_key(path) -> str:
+def patient_key(dataset) -> str:
     """The slice's patient (PatientID, else StudyInstanceUID) as a hash: the group that splits
     and folds keep together, with no identifying header value in any output; "" for none."""
-    header = _pydicom().dcmread(path, stop_before_pixels=True)
-    value = str(header.get("PatientID", "") or header.get("StudyInstanceUID", "") or "")
+    value = str(dataset.get("PatientID", "") or dataset.get("StudyInstanceUID", "") or "")
     return "p" + hashlib.sha256(value.encode()).hexdigest()[:16] if value.strip() else ""
 
 
-def read_dicom_grey(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> Image.Image:
-    """A DICOM CT slice (path or file object) as a grey image: its HU in the lung window."""
+def read_dicom(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> tuple[Image.Image, str]:
+    """A DICOM CT slice (path or file object) as a grey image, its HU in the lung window, and
+    its patient key (patient_key), from one read of the file."""
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
@@ -123,4 +123,4 @@ def read_dicom_grey(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> I
         dataset = pydicom.dcmread(source)
     except (InvalidDicomError, EOFError, OSError) as e:
         raise DicomError(f"not a readable DICOM file: {e}") from None
-    return Image.fromarray(window(hounsfield(dataset), *lung_window), mode="L")
+    return Image.fromarray(window(hounsfield(dataset), *lung_window)), patient_key(dataset)

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from vitct.data.content import content_problem
-from vitct.data.dicom import DICOM_MODE, is_dicom, read_dicom_grey
+from vitct.data.dicom import DICOM_MODE, is_dicom, read_dicom
 from vitct.data.histograms import grey_histograms
 from vitct.data.model_input import model_input
 from vitct.errors import UserError
@@ -57,11 +57,13 @@ class ImageWarning(UserWarning):
 
 
 class Slice(NamedTuple):
-    """One decoded image: as a viewer shows it, its grey version, and the file's colour mode."""
+    """One decoded image: as a viewer shows it, its grey version, the file's colour mode, and
+    its patient key where the file names one (DICOM: vitct.data.dicom.patient_key), else ""."""
 
     image: Image.Image
     grey: Image.Image
     mode: str
+    patient: str = ""
 
 
 def to_grey(img: Image.Image) -> Image.Image:
@@ -199,8 +201,9 @@ def read_slice(source) -> Slice:
     """Decode an image (path or file object) and grey it, and check that it is a CT slice at all
     (vitct.data.content); raises ImagePolicyError with the reason for one that is not. A DICOM
     file is read by its Hounsfield units in the lung window (vitct.data.dicom)."""
+    patient = ""
     if is_dicom(source):
-        grey = read_dicom_grey(source)
+        grey, patient = read_dicom(source)
         check_image_size(*grey.size)
         image, mode = grey, DICOM_MODE
     else:
@@ -209,7 +212,7 @@ def read_slice(source) -> Slice:
     problem = content_problem(image, grey)
     if problem:
         raise ImagePolicyError(problem)
-    return Slice(image, grey, mode)
+    return Slice(image, grey, mode, patient)
 
 
 def open_grey(source) -> Image.Image:

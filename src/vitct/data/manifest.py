@@ -27,7 +27,6 @@ from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
 from vitct.data.classes import CLASS_DIRS, label_of
-from vitct.data.dicom import DICOM_MODE, patient_key
 from vitct.data.images import ImagePolicyError, read_slice
 from vitct.errors import UserError
 
@@ -94,8 +93,7 @@ def _inspect(path: Path, rel: str) -> tuple[dict | None, str | None]:
     for warning in caught:  # used all the same: said in the log
         log.warning("%s: %s", rel, warning.message)
     width, height = image.image.size  # as shown (upright)
-    patient = patient_key(path) if image.mode == DICOM_MODE else ""
-    return {"width": width, "height": height, "mode": image.mode, "patient": patient}, None
+    return {"width": width, "height": height, "mode": image.mode, "patient": image.patient}, None
 
 
 def _class_files(root: Path, class_dir: str, setting: str) -> list[Path]:
