@@ -24,6 +24,7 @@ include: "workflow/rules/runs.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/startup.smk"
+include: "workflow/rules/tracking.smk"
 
 
 # Light steps run in the Snakemake process itself, not as cluster jobs (profiles/slurm).
@@ -41,3 +42,4 @@ rule all:
     input:
         f"{RESULTS}/report.html",
         SHIPPED_MODEL,
+        TRACKED,  # tracking.mlflow: every training run logged to MLflow

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
 from safetensors import safe_open
@@ -75,6 +76,19 @@ def tiny_config(**changes) -> dict:
         else:
             config[section] = values
     return config
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """An untrained tiny model file without references (T = 1, no familiarity reference)."""
+    from vitct.model.artifact import save_artifact
+    from vitct.model.settings import ViTConfig
+    from vitct.model.vit import ViT
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_artifact(path, ViT(ViTConfig(**TINY_MODEL)), {"image_size": 16, "mean": 0.4, "std": 0.2})
+    return path
 
 
 def write_config(workdir: Path, config: dict) -> Path:

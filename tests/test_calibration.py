@@ -216,7 +216,7 @@ def test_predict_gives_the_calibrated_probability_and_an_older_file_t_1(files, r
     old = load_model(files["old"])
     assert calibrated.temperature == 2.5 and old.temperature == 1.0
     assert "note" in old.calibration and "note" not in calibrated.calibration
-    x, _ = load_input(scan, 16)
+    x = load_input(scan, 16)[0]
     logits, _ = logits_and_features(calibrated.model, np.asarray(x)[None], PRE["mean"], PRE["std"])
     table, before = calibrated.predict(scan), old.predict(scan)
     assert table.prob_covid[0] == covid_probability(logits, 2.5)[0]

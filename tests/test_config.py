@@ -206,6 +206,7 @@ def assert_valid(config: dict, name: str = "") -> None:
 SHIPPED_COMMANDS = [
     ["config.yaml"],
     ["demo.yaml"],
+    ["demo.yaml", "demo-dicom.yaml"],
     ["real-cpu.yaml"],
     ["real-cpu.yaml", "real-cpu-128px.yaml"],
     ["real-cpu.yaml", "real-cpu-levers.yaml"],

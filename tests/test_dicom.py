@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY_MODEL, real_data_root, vitct
+from conftest import real_data_root, vitct
 from PIL import Image
 
 pydicom = pytest.importorskip(
@@ -25,9 +24,6 @@ from vitct.data.dicom import LUNG_WINDOW, DicomError, hounsfield, is_dicom, wind
 from vitct.data.duplicates import near_duplicate_groups  # noqa: E402
 from vitct.data.images import load_input  # noqa: E402
 from vitct.data.manifest import build_manifest  # noqa: E402
-from vitct.model.artifact import save_artifact  # noqa: E402
-from vitct.model.settings import ViTConfig  # noqa: E402
-from vitct.model.vit import ViT  # noqa: E402
 
 INTERCEPT = -1024.0
 
@@ -91,8 +87,8 @@ def test_a_dicom_slice_gives_the_model_input_of_the_png_a_reader_would_export(tm
     Image.fromarray(window(hu, *LUNG_WINDOW)).save(png)
     assert is_dicom(dcm) and not is_dicom(png)
     for mask, intensity in (("none", "raw"), ("lungs", "standardise")):
-        from_dicom, hist_dicom = load_input(dcm, 32, mask, intensity)
-        from_png, hist_png = load_input(png, 32, mask, intensity)
+        from_dicom, hist_dicom, _ = load_input(dcm, 32, mask, intensity)
+        from_png, hist_png, _ = load_input(png, 32, mask, intensity)
         assert np.array_equal(from_dicom, from_png) and np.array_equal(hist_dicom, hist_png)
     with open(dcm, "rb") as f:  # a file object too, as the Python API passes one
         assert np.array_equal(load_input(io.BytesIO(f.read()), 32)[0], load_input(png, 32)[0])
@@ -131,14 +127,6 @@ def test_each_unusable_dicom_file_gets_its_own_message(tmp_path):
         load_input(truncated, 32)
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    save_artifact(path, ViT(ViTConfig(**TINY_MODEL)), {"image_size": 16, "mean": 0.4, "std": 0.2})
-    return path
-
-
 def predictions(path: Path) -> dict[str, dict]:
     with open(path, newline="") as f:
         return {row["path"]: row for row in csv.DictReader(f)}
@@ -170,7 +158,7 @@ def test_the_real_sample_decodes_its_jpeg_lossless_slices_into_lung_windowed_sli
         assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"  # JPEG Lossless
         hu = hounsfield(ds)
         assert hu.shape == (512, 512) and hu.min() <= -1000 < 0 < hu.max()  # air and tissue
-        grey, _ = load_input(path, 64)
+        grey = load_input(path, 64)[0]
         # air (-1000 HU) is dark grey in the lung window (60), soft tissue and bone white
         assert grey.shape == (64, 64) and grey.min() <= 70 and grey.max() > 200
 

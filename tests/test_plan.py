@@ -269,8 +269,14 @@ def test_dataset_spec_of_the_source_a_demo_scanner_and_a_folder():
     demo = dataset_spec(cfg, "scanner_b")
     assert demo["source"] == "demo" and demo["setting"] == "evaluation.external.scanner_b"
     # The other scanner renders other slices: the next generator seed.
-    assert demo["demo"] == {"n_per_class": 10, "seed": 4, "scanner": "b"}
+    assert demo["demo"] == {"n_per_class": 10, "seed": 4, "scanner": "b", "format": "png"}
     assert cfg["dataset"]["demo"]["seed"] == 3  # the source's own is untouched
+    # A DICOM demo's scanner b is still a PNG export; a further scanner a is DICOM as its own
+    cfg["dataset"]["demo"]["format"] = "dicom"
+    cfg["dataset"]["sources"] = {"more": "demo:a"}
+    assert dataset_spec(cfg, "scanner_b")["demo"]["format"] == "png"
+    assert dataset_spec(cfg, "more")["demo"]["format"] == "dicom"
+    del cfg["dataset"]["demo"]["format"]
     folder = dataset_spec(cfg, "hospital")
     assert folder["source"] == "local" and folder["path"] == "/data/hospital"
     assert folder["expected_counts"] is None and "demo" not in folder

@@ -332,7 +332,10 @@ def test_url_http_error(model_path, server, good):
 def test_cli_exit_codes_and_csv(model_path, tmp_path, good):
     ok = vitct("predict", str(model_path), str(good))
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[0] == "path,predicted,prob_covid,error,ood_score,unfamiliar"
+    assert (
+        ok.stdout.splitlines()[0]
+        == "path,predicted,prob_covid,error,ood_score,unfamiliar,series,left_out"
+    )
 
     out = tmp_path / "out" / "predictions.csv"
     some = vitct(
@@ -457,7 +460,7 @@ def test_a_model_file_without_a_reference_still_predicts_and_says_so_once(tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "carries no familiarity reference" in err
     lines = out.read_text().splitlines()
-    assert lines[0].endswith(",ood_score,unfamiliar") and lines[1].endswith(",,")
+    assert lines[0].endswith(",ood_score,unfamiliar,series,left_out") and lines[1].endswith(",,,,")
 
 
 def test_a_file_url_is_read_as_the_local_path(predictor, tmp_path, good):

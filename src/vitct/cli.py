@@ -29,11 +29,13 @@ from vitct.prediction.predictor import (
     DOWNLOAD_TIMEOUT,
     MAX_DOWNLOAD_BYTES,
     DemoModelWarning,
+    InputKindWarning,
     NoFamiliarityWarning,
     load_model,
     unfamiliar_warning,
     write_csv,
 )
+from vitct.prediction.series_verdicts import HOW, series_verdicts, verdict_lines, write_verdicts
 from vitct.training.adapt import DEFAULTS, TRAINABLE, adapt_folder
 
 
@@ -54,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         "predict",
         help="classify CT slices as COVID / non-COVID",
         description="Classify images; writes CSV (path, predicted, prob_covid, error, ood_score, "
-        "unfamiliar). Exit status 0: all classified, 1: some failed (see error column), "
+        "unfamiliar, series, left_out). A DICOM series (its files, its folder, or a folder of "
+        "series) or a NIfTI volume is read from its lung range, and gets one verdict on stderr "
+        "(and in --series). "
+        "Exit status 0: all classified, 1: some failed (see error column), "
         "2: unusable model file or arguments (an output that cannot be written is found before "
         "any work), 3: an output could not be written at the end (the message says where the "
         "predictions were kept). Images unlike the training data are named on stderr.",
@@ -64,9 +69,16 @@ def _parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image file, folder (its image files, recursively), http(s) URL or file:// URL",
+        help="image, DICOM file or NIfTI volume, folder (its image files, recursively: a DICOM "
+        "series or a folder of series), http(s) URL or file:// URL",
     )
     predict.add_argument("-o", "--output", metavar="CSV", help="write here instead of stdout")
+    predict.add_argument(
+        "--series",
+        metavar="CSV",
+        help="also write one verdict per DICOM series or NIfTI volume here (its lung-range "
+        "slices' mean prob_covid); the verdicts are printed on stderr either way",
+    )
     predict.add_argument(
         "--attention", metavar="DIR", help="also write an attention overlay PNG per image to DIR"
     )
@@ -152,6 +164,7 @@ def _predict(args) -> int:
         print(f"vitct: warning: {warning.message}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ImageWarning)
+        warnings.simplefilter("always", InputKindWarning)
         table = predictor.predict(args.inputs, attention_dir=args.attention)
     for warning in caught:  # what decoding did to an image it used (partly transparent)
         print(f"vitct: warning: {warning.message}", file=sys.stderr)
@@ -176,6 +189,16 @@ def _predict(args) -> int:
     unfamiliar = unfamiliar_warning(table)
     if unfamiliar:
         print(f"vitct: warning: {unfamiliar}", file=sys.stderr)
+    verdicts = series_verdicts(table)
+    if len(verdicts):
+        print(f"vitct: one verdict per DICOM series or NIfTI volume ({HOW}):", file=sys.stderr)
+        for line in verdict_lines(verdicts):
+            print(f"vitct:   {line}", file=sys.stderr)
+    if args.series:
+        try:
+            write_verdicts(verdicts, args.series)
+        except OutputError as e:  # the slices' predictions are written: the verdicts are above
+            not_written.append(_explain(e.cause or e, args.series, "--series", "series.csv"))
     failed = int((table.error != "").sum())
     if failed:
         print(
@@ -191,7 +214,8 @@ def _predict(args) -> int:
 def _check_outputs(args) -> list[str]:
     """Why each output given cannot be written (none when all can), found with a probe file."""
     reasons = []
-    for target, option in ((args.output, "-o"), (args.attention, "--attention")):
+    outputs = ((args.output, "-o"), (args.series, "--series"), (args.attention, "--attention"))
+    for target, option in outputs:
         if target:
             try:
                 check_writable(target, folder=option == "--attention")
@@ -213,7 +237,7 @@ def _explain(
     folder = path if option == "--attention" else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    if option == "-o" and (code == errno.EISDIR or path.is_dir()):
+    if option != "--attention" and (code == errno.EISDIR or path.is_dir()):
         return f"{head}: it is a folder: name a file for -o (e.g. '{path / example}')"
     if option == "--attention" and path.exists() and not path.is_dir():
         return f"{head}: it is a file, not a folder: name a folder for --attention"

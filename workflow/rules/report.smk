@@ -123,8 +123,13 @@ rule report:
     conda:
         ENV
     params:
-        # predict.inputs only concerns the predict rule: changing it must not redo the report
-        config={key: value for key, value in config.items() if key != "predict"},
+        # predict.inputs only concerns the predict rule, tracking the track rule: changing
+        # them must not redo the report
+        config={
+            key: value
+            for key, value in config.items()
+            if key not in ("predict", "tracking")
+        },
         benchmarks=BENCH,
         shipped_model=SHIPPED_MODEL,
         sources=list(SOURCES),

@@ -22,7 +22,9 @@ def main(snakemake):
     source = dataset["source"]
     if source == "demo":
         demo = dataset["demo"]
-        root = from_demo(work_dir, demo["n_per_class"], demo["seed"], demo["scanner"])
+        root = from_demo(
+            work_dir, demo["n_per_class"], demo["seed"], demo["scanner"], demo["format"]
+        )
     elif source == "local":
         root = from_local(dataset["path"], work_dir, max_bytes)
     else:

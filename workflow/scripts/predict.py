@@ -4,6 +4,7 @@ import logging
 
 from vitct.pipeline import harness
 from vitct.prediction.predictor import load_model, unfamiliar_warning, write_csv
+from vitct.prediction.series_verdicts import HOW, series_verdicts, verdict_lines
 
 
 def main(snakemake):
@@ -17,6 +18,11 @@ def main(snakemake):
         snakemake.input.folder,
         table.predicted[ok].value_counts().to_dict(),
     )
+    verdicts = series_verdicts(table)
+    if len(verdicts):
+        logging.info("one verdict per DICOM series or NIfTI volume (%s):", HOW)
+        for line in verdict_lines(verdicts, shown=len(verdicts)):
+            logging.info("%s", line)
     unfamiliar = unfamiliar_warning(table)
     if unfamiliar:
         logging.warning("%s", unfamiliar)

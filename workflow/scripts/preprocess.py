@@ -17,6 +17,7 @@ from vitct.data.duplicates import THUMBNAIL_SIZE
 from vitct.data.histograms import grey_histograms
 from vitct.data.images import open_grey, square
 from vitct.data.model_input import model_input
+from vitct.data.nifti import source_at
 from vitct.pipeline import harness
 
 
@@ -26,7 +27,7 @@ def main(snakemake):
     size, mask, intensity = (snakemake.params[k] for k in ("image_size", "mask", "intensity"))
     images, thumbnails, histograms = [], [], []
     for path in tqdm(manifest.path, desc="preprocess", mininterval=5):
-        grey = open_grey(root / path)
+        grey = open_grey(source_at(root, path))  # a file, or a NIfTI volume's slice
         images.append(model_input(grey, size, mask, intensity))
         # The thumbnails (near-duplicate search, 1-NN baseline) are of the whole slice, so the
         # split is the same whatever mask or intensity the model's input has.

@@ -11,6 +11,7 @@ import torch
 from vitct.atomic_files import write_text
 from vitct.data.cache import load_training_cache
 from vitct.data.manifest import sha256_of
+from vitct.data.series import input_record
 from vitct.evaluation.figures import plot_history
 from vitct.model.artifact import save_artifact
 from vitct.pipeline import harness
@@ -83,6 +84,8 @@ def main(snakemake):
             # vitct.data.model_input: what of the slice the model sees, and its grey levels
             "mask": preprocessing["mask"],
             "intensity": preprocessing["intensity"],
+            # DICOM series or 8-bit slices, and for DICOM the window and the slice rule
+            "input": input_record(table["mode"]),
             "mean": run.mean,
             "std": run.std,
         },

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,8 @@ INSTALL = "pip install 'vitct[dicom]' (pydicom, pylibjpeg and pylibjpeg-libjpeg)
 # A DICOM file's first 128 bytes are a preamble, then these four.
 MAGIC = b"DICM"
 DICOM_MODE = "DICOM"  # a slice's colour mode in the manifest when it was read from DICOM
+LUNG_HU = (-1000.0, -400.0)  # aerated lung
+SHARE_SIDE = 128  # the lung share is measured on a copy this size: masks are slow at 512 px
 
 
 class DicomError(UserError, ValueError):
@@ -49,6 +52,13 @@ def is_dicom(source) -> bool:
     except (AttributeError, OSError, ValueError):
         return False
     return isinstance(head, bytes) and head[128:] == MAGIC
+
+
+def recorded_window(preprocessing: dict) -> tuple[float, float]:
+    """The lung window a model file's preprocessing records (vitct.data.series.input_record);
+    LUNG_WINDOW for a file that records none."""
+    level, width = preprocessing.get("input", {}).get("window", LUNG_WINDOW)
+    return float(level), float(width)
 
 
 def window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
@@ -98,7 +108,8 @@ def hounsfield(dataset) -> np.ndarray:
     return stored.astype(np.float64) * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
 
 
-def _pydicom():
+def import_pydicom():
+    """pydicom, or a DicomError that says how to install it (it is an optional extra)."""
     try:
         import pydicom
     except ImportError:
@@ -106,21 +117,86 @@ def _pydicom():
     return pydicom
 
 
+def hashed(value) -> str:
+    """A header value as a short hash: a stable key with nothing identifying in it."""
+    text = str(value or "").strip()
+    return hashlib.sha256(text.encode()).hexdigest()[:16] if text else ""
+
+
 def patient_key(dataset) -> str:
     """The slice's patient (PatientID, else StudyInstanceUID) as a hash: the group that splits
     and folds keep together, with no identifying header value in any output; "" for none."""
-    value = str(dataset.get("PatientID", "") or dataset.get("StudyInstanceUID", "") or "")
-    return "p" + hashlib.sha256(value.encode()).hexdigest()[:16] if value.strip() else ""
+    value = dataset.get("PatientID", "") or dataset.get("StudyInstanceUID", "")
+    return "p" + hashed(value) if hashed(value) else ""
 
 
-def read_dicom(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> tuple[Image.Image, str]:
+class DicomSlice(NamedTuple):
+    """What a series needs to know of one of its slices (vitct.data.series; a DICOM file, or a
+    NIfTI volume's slice, vitct.data.nifti), from the header and the pixels, none of it
+    identifying: hashed patient and series keys, where the slice lies
+    along the scan axis, its orientation and size, and how much of its body is aerated lung."""
+
+    patient: str
+    series: str  # "s" + hash of SeriesInstanceUID; "" for a file without one
+    position: float | None  # mm along the slice normal (ImagePositionPatient), else None
+    order: float | None  # InstanceNumber, the fallback order
+    orientation: tuple  # ImageOrientationPatient, rounded; () where absent
+    shape: tuple[int, int]
+    lung_share: float  # lung_share()
+
+
+def _floats(value) -> list[float]:
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return []
+
+
+def lung_share(hu: np.ndarray) -> float:
+    """The share of the body (vitct.data.model_input.body_mask on the lung-windowed slice)
+    that is aerated lung (LUNG_HU)."""
+    from vitct.data.model_input import body_mask
+
+    step = max(1, int(np.ceil(max(hu.shape) / SHARE_SIDE)))
+    small = np.asarray(hu, dtype=np.float64)[::step, ::step]
+    body = body_mask(window(small, *LUNG_WINDOW))
+    lung = body & (small >= LUNG_HU[0] - 100) & (small <= LUNG_HU[1])  # noise below -1000
+    return float(lung.sum() / max(1, body.sum()))
+
+
+def slice_info(dataset, hu: np.ndarray) -> DicomSlice:
+    """The slice's place in its series: orientation and position from the header (the position
+    projected on the slice normal, as viewers order a series), and its lung share."""
+    orientation = _floats(dataset.get("ImageOrientationPatient", None))
+    origin = _floats(dataset.get("ImagePositionPatient", None))
+    position = None
+    if len(orientation) == 6 and len(origin) == 3:
+        normal = np.cross(orientation[:3], orientation[3:])
+        position = float(np.dot(normal, origin))
+    number = dataset.get("InstanceNumber", None)
+    series = hashed(dataset.get("SeriesInstanceUID", ""))
+    return DicomSlice(
+        patient=patient_key(dataset),
+        series="s" + series if series else "",
+        position=position,
+        order=float(number) if number not in (None, "") else None,
+        orientation=tuple(round(v, 3) for v in orientation) if len(orientation) == 6 else (),
+        shape=tuple(int(n) for n in hu.shape),
+        lung_share=lung_share(hu),
+    )
+
+
+def read_dicom(
+    source, lung_window: tuple[float, float] = LUNG_WINDOW
+) -> tuple[Image.Image, DicomSlice]:
     """A DICOM CT slice (path or file object) as a grey image, its HU in the lung window, and
-    its patient key (patient_key), from one read of the file."""
-    pydicom = _pydicom()
+    what its series needs to know of it (DicomSlice), from one read of the file."""
+    pydicom = import_pydicom()
     from pydicom.errors import InvalidDicomError
 
     try:
         dataset = pydicom.dcmread(source)
     except (InvalidDicomError, EOFError, OSError) as e:
         raise DicomError(f"not a readable DICOM file: {e}") from None
-    return Image.fromarray(window(hounsfield(dataset), *lung_window)), patient_key(dataset)
+    hu = hounsfield(dataset)
+    return Image.fromarray(window(hu, *lung_window)), slice_info(dataset, hu)

@@ -28,17 +28,23 @@ def near_duplicate_groups(
 ) -> np.ndarray:
     """Group id per image: connected components of the 'cosine >= threshold' graph, so a chain
     of near-duplicates (slice 1 ~ slice 2 ~ slice 3) forms one group; where a patient is known
-    (`patients`, "" where not: a DICOM header's), all of a patient's slices join one group too,
-    so that splits and folds keep patients whole."""
+    (`patients`, "" where not: a DICOM header's), all of a patient's slices join one group, so
+    that splits and folds keep patients whole, and the patients decide: two slices of different
+    known patients are never joined by their likeness (whole-body DICOM slices of different
+    people are as alike at 32x32 as one patient's neighbours, and would chain into one group)."""
     e = embed(thumbnails)
+    patients = None if patients is None else np.asarray(patients, dtype=str)
     rows, cols = [], []
     for start in range(0, len(e), block):  # blocks keep memory flat on big data sets
         sim = e[start : start + block] @ e.T
         r, c = np.nonzero(sim >= threshold)
-        rows.append(r + start)
+        r += start
+        if patients is not None:
+            other = (patients[r] != "") & (patients[c] != "") & (patients[r] != patients[c])
+            r, c = r[~other], c[~other]
+        rows.append(r)
         cols.append(c)
     if patients is not None:  # a chain through each patient's slices joins them
-        patients = np.asarray(patients, dtype=str)
         known = np.flatnonzero(patients != "")
         order = known[np.argsort(patients[known], kind="stable")]
         same = patients[order][1:] == patients[order][:-1]

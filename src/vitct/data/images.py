@@ -25,9 +25,10 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from vitct.data.content import content_problem
-from vitct.data.dicom import DICOM_MODE, is_dicom, read_dicom
+from vitct.data.dicom import DICOM_MODE, LUNG_WINDOW, DicomSlice, is_dicom, read_dicom
 from vitct.data.histograms import grey_histograms
 from vitct.data.model_input import model_input
+from vitct.data.nifti import NIFTI_MODE, VolumeSlice, read_volume_slice
 from vitct.errors import UserError
 
 # One size policy for every image, in training data and in `vitct predict` alike. A CT slice is
@@ -58,12 +59,16 @@ class ImageWarning(UserWarning):
 
 class Slice(NamedTuple):
     """One decoded image: as a viewer shows it, its grey version, the file's colour mode, and
-    its patient key where the file names one (DICOM: vitct.data.dicom.patient_key), else ""."""
+    for a DICOM file its place in its series and its hashed patient (vitct.data.dicom)."""
 
     image: Image.Image
     grey: Image.Image
     mode: str
-    patient: str = ""
+    dicom: DicomSlice | None = None
+
+    @property
+    def patient(self) -> str:
+        return self.dicom.patient if self.dicom else ""
 
 
 def to_grey(img: Image.Image) -> Image.Image:
@@ -197,13 +202,18 @@ def decode(source) -> Image.Image:
     return _decode(source)[0]
 
 
-def read_slice(source) -> Slice:
+def read_slice(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> Slice:
     """Decode an image (path or file object) and grey it, and check that it is a CT slice at all
     (vitct.data.content); raises ImagePolicyError with the reason for one that is not. A DICOM
-    file is read by its Hounsfield units in the lung window (vitct.data.dicom)."""
-    patient = ""
-    if is_dicom(source):
-        grey, patient = read_dicom(source)
+    file, or a NIfTI volume's slice (a VolumeSlice), is read by its Hounsfield units in the
+    lung window (vitct.data.dicom, vitct.data.nifti)."""
+    dicom = None
+    if isinstance(source, VolumeSlice):
+        grey, dicom = read_volume_slice(source, lung_window)
+        check_image_size(*grey.size)
+        image, mode = grey, NIFTI_MODE
+    elif is_dicom(source):
+        grey, dicom = read_dicom(source, lung_window)
         check_image_size(*grey.size)
         image, mode = grey, DICOM_MODE
     else:
@@ -212,7 +222,7 @@ def read_slice(source) -> Slice:
     problem = content_problem(image, grey)
     if problem:
         raise ImagePolicyError(problem)
-    return Slice(image, grey, mode, patient)
+    return Slice(image, grey, mode, dicom)
 
 
 def open_grey(source) -> Image.Image:
@@ -231,9 +241,16 @@ def load_grey(source, image_size: int, mask: str = "none", intensity: str = "raw
     return model_input(open_grey(source), image_size, mask, intensity)
 
 
-def load_input(source, image_size: int, mask: str = "none", intensity: str = "raw"):
+def load_input(
+    source,
+    image_size: int,
+    mask: str = "none",
+    intensity: str = "raw",
+    lung_window: tuple[float, float] = LUNG_WINDOW,
+):
     """As load_grey, plus the histogram of the slice's grey levels as decoded (what the
-    familiarity reference compares, vitct.model.ood): (input, histogram)."""
-    grey = open_grey(source)
-    histogram = grey_histograms([np.asarray(grey)])[0]
-    return model_input(grey, image_size, mask, intensity), histogram
+    familiarity reference compares, vitct.model.ood) and, for a DICOM file, its place in its
+    series (vitct.data.series chooses the slices): (input, histogram, DicomSlice or None)."""
+    image = read_slice(source, lung_window)
+    histogram = grey_histograms([np.asarray(image.grey)])[0]
+    return model_input(image.grey, image_size, mask, intensity), histogram, image.dicom

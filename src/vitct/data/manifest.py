@@ -27,7 +27,10 @@ from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
 from vitct.data.classes import CLASS_DIRS, label_of
+from vitct.data.dicom import DicomError
 from vitct.data.images import ImagePolicyError, read_slice
+from vitct.data.nifti import VolumeSlice, is_nifti, name_of, volume_slices
+from vitct.data.series import choose_slices
 from vitct.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ MANIFEST_COLUMNS = [
     "height",
     "mode",
     "patient",  # a hash of the DICOM header's patient, "" for other files
+    "series",  # a hash of the DICOM header's series, "" for other files
     "duplicate_of",
 ]
 REJECT_COLUMNS = ["path", "class_dir", "reason"]
@@ -71,12 +75,14 @@ def hidden_reason(relative: Path) -> str | None:
     return None
 
 
-def _inspect(path: Path, rel: str) -> tuple[dict | None, str | None]:
-    """Decode one file fully; return its row or the reason it cannot be used."""
-    if path.is_symlink() and not path.exists():
-        return None, f"broken link: its target '{os.readlink(path)}' does not exist"
-    if path.stat().st_size == 0:
-        return None, "empty file (0 bytes)"
+def _inspect(path: Path | VolumeSlice, rel: str) -> tuple[dict | None, str | None]:
+    """Decode one file (or a volume's slice) fully; return its row or the reason it cannot be
+    used."""
+    if not isinstance(path, VolumeSlice):
+        if path.is_symlink() and not path.exists():
+            return None, f"broken link: its target '{os.readlink(path)}' does not exist"
+        if path.stat().st_size == 0:
+            return None, "empty file (0 bytes)"
     try:
         # Decodes every pixel: truncated files fail here, not in training. The grey conversion
         # and the content check too, so an image that preprocessing would refuse is refused
@@ -86,14 +92,15 @@ def _inspect(path: Path, rel: str) -> tuple[dict | None, str | None]:
             image = read_slice(path)
     except UnidentifiedImageError:
         return None, "not an image (no decoder recognises it)"
-    except ImagePolicyError as e:
+    except (ImagePolicyError, DicomError) as e:
         return None, str(e)
     except (OSError, SyntaxError, ValueError) as e:
         return None, f"cannot decode: {e}"
     for warning in caught:  # used all the same: said in the log
         log.warning("%s: %s", rel, warning.message)
     width, height = image.image.size  # as shown (upright)
-    return {"width": width, "height": height, "mode": image.mode, "patient": image.patient}, None
+    info = {"width": width, "height": height, "mode": image.mode, "patient": image.patient}
+    return info | {"series": image.dicom.series if image.dicom else "", "dicom": image.dicom}, None
 
 
 def _class_files(root: Path, class_dir: str, setting: str) -> list[Path]:
@@ -128,22 +135,11 @@ def build_manifest(
     files = [(c, p) for c in CLASS_DIRS for p in _class_files(root, c, setting)]
     rows, rejects = [], _other_folders(root)
     for class_dir, path in tqdm(files, desc="manifest", disable=not progress, mininterval=2):
-        rel = str(path.relative_to(root))
-        info, reason = None, hidden_reason(path.relative_to(root / class_dir))
-        if not reason:
-            info, reason = _inspect(path, rel)
-        if reason:
-            rejects.append({"path": rel, "class_dir": class_dir, "reason": reason})
-            continue
-        rows.append(
-            {
-                "path": rel,
-                "class_dir": class_dir,
-                "label": label_of(class_dir),
-                "sha256": sha256_of(path),
-                **info,
-            }
-        )
+        used, refused = _rows_of(root, class_dir, path)
+        rows += used
+        rejects += refused
+    rows, outside = _in_lung_range(rows)
+    rejects += outside
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1])
     manifest, conflicts = _mark_duplicates(manifest)
     rejects = pd.concat([pd.DataFrame(rejects, columns=REJECT_COLUMNS), conflicts])
@@ -154,6 +150,50 @@ def build_manifest(
                 f"({len(rejects[rejects.class_dir == class_dir])} rejects, see the rejects table)."
             )
     return manifest.reset_index(drop=True), rejects.reset_index(drop=True)
+
+
+def _rows_of(root: Path, class_dir: str, path: Path) -> tuple[list[dict], list[dict]]:
+    """The manifest rows (without duplicate_of) and rejects rows of one file: a row for an
+    image or DICOM file, a row per slice for a NIfTI volume (named volume.nii.gz#z0012)."""
+    rel = str(path.relative_to(root))
+    reason = hidden_reason(path.relative_to(root / class_dir))
+    slices, file_digest = [(rel, path)], None
+    if not reason and is_nifti(path) and path.exists():
+        try:
+            slices = [(name_of(rel, s.index), s) for s in volume_slices(path)]
+        except DicomError as e:
+            reason = str(e)
+    if reason:
+        return [], [{"path": rel, "class_dir": class_dir, "reason": reason}]
+    rows, rejects = [], []
+    for name, source in slices:
+        info, why = _inspect(source, name)
+        if why:
+            rejects.append({"path": name, "class_dir": class_dir, "reason": why})
+            continue
+        file_digest = file_digest or sha256_of(path)  # once for a volume's slices
+        digest = file_digest
+        if isinstance(source, VolumeSlice):  # the same volume's slice is the same slice
+            digest = hashlib.sha256(f"{file_digest}#z{source.index}".encode()).hexdigest()
+        label = label_of(class_dir)
+        rows.append({"path": name, "class_dir": class_dir, "label": label, "sha256": digest})
+        rows[-1].update(info)
+    return rows, rejects
+
+
+def _in_lung_range(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The rows of the slices a DICOM series gives the model (vitct.data.series: its lung
+    range, one stack), and rejects rows for the others with the reason."""
+    choice = choose_slices([row.pop("dicom") for row in rows])
+    reasons = [e or why for e, why in zip(choice.error, choice.left_out, strict=True)]
+    outside = [
+        {"path": row["path"], "class_dir": row["class_dir"], "reason": reason}
+        for row, reason in zip(rows, reasons, strict=True)
+        if reason
+    ]
+    if outside:
+        log.info("%d DICOM slices left out by their series' lung range or stack", len(outside))
+    return [row for row, reason in zip(rows, reasons, strict=True) if not reason], outside
 
 
 def _other_folders(root: Path) -> list[dict]:

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from vitct.atomic_files import explain_write_failure, is_write_failure
 from vitct.data.classes import CLASS_DIRS
 from vitct.data.synthetic import generate
+from vitct.data.synthetic_dicom import generate_series
 from vitct.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,20 @@ def safe_extract(archive: Path, target: Path, max_bytes: int) -> None:
     os.replace(tmp, target)
 
 
-def from_demo(work_dir: Path, n_per_class: int, seed: int, scanner: str = "a") -> Path:
+def from_demo(
+    work_dir: Path, n_per_class: int, seed: int, scanner: str = "a", fmt: str = "png"
+) -> Path:
     """The synthetic slices in work_dir/images, generated from nothing every time: the folder is
-    replaced whole, so changed settings (fewer slices, say) never keep an earlier run's images."""
+    replaced whole, so changed settings (fewer slices, say) never keep an earlier run's images.
+    fmt "dicom" writes them as DICOM series, a patient each (vitct.data.synthetic_dicom)."""
     target = work_dir / "images"
     work_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=work_dir))
     try:
-        generate(tmp, n_per_class, seed, scanner=scanner)
+        if fmt == "dicom":
+            generate_series(tmp, n_per_class, seed)
+        else:
+            generate(tmp, n_per_class, seed, scanner=scanner)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -32,10 +32,20 @@ def _ellipse_mask(h: int, w: int, cy: float, cx: float, ry: float, rx: float) ->
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
-def make_slice(rng: np.random.Generator, covid: bool) -> Image.Image:
-    """One grey slice as a PIL image of random size."""
-    w = int(rng.integers(180, 530))
-    h = int(rng.integers(max(120, int(w * 0.55)), min(420, int(w * 0.95)) + 1))
+def make_slice(
+    rng: np.random.Generator,
+    covid: bool,
+    size: tuple[int, int] | None = None,
+    with_lungs: bool = True,
+) -> Image.Image:
+    """One grey slice as a PIL image of random size (or `size`, width and height, as a series
+    has one); without lungs (`with_lungs` False), a slice above or below them: body, ribs and
+    noise."""
+    if size is None:
+        w = int(rng.integers(180, 530))
+        h = int(rng.integers(max(120, int(w * 0.55)), min(420, int(w * 0.95)) + 1))
+    else:
+        w, h = size
     img = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(img)
     cx, cy = w / 2 + rng.normal(0, w * 0.02), h / 2 + rng.normal(0, h * 0.02)
@@ -47,6 +57,9 @@ def make_slice(rng: np.random.Generator, covid: bool) -> Image.Image:
         px, py = cx + 0.9 * bx * np.cos(a), cy + 0.9 * by * np.sin(a)
         r = rng.uniform(3, 7) * w / 350
         draw.ellipse([px - r, py - r * 0.6, px + r, py + r * 0.6], fill=int(rng.integers(190, 240)))
+    if not with_lungs:
+        a = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(4, 10), size=(h, w))
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     # Lungs: two dark fields either side of the mediastinum.
     lungs = []
     lung_level = int(rng.integers(18, 48))

@@ -75,6 +75,21 @@ HEADER_SCHEMA = {
                 # absent in files from before these options: no mask, raw grey levels
                 "mask": {"enum": list(MASKS)},
                 "intensity": {"enum": list(INTENSITIES)},
+                # absent in files from before DICOM input: trained on 8-bit slices
+                "input": {
+                    "type": "object",
+                    "required": ["kind"],
+                    "properties": {
+                        "kind": {"enum": ["slices", "hounsfield", "mixed"]},
+                        "window": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "minItems": 2,
+                            "maxItems": 2,
+                        },
+                        "slice_rule": {"type": "string"},
+                    },
+                },
             },
         },
         "class_names": {"const": list(CLASS_NAMES)},

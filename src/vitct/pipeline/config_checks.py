@@ -6,6 +6,7 @@ job starts, with a message that names the key.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import re
@@ -165,6 +166,13 @@ def check(config: dict, schema: dict | None = None) -> None:
         )
     if config["dataset"]["source"] == "local" and not config["dataset"]["path"]:
         raise ConfigError("dataset.path must name a folder or zip when dataset.source is local")
+    demo = config["dataset"].get("demo", {})
+    if config["dataset"]["source"] == "demo" and demo.get("format") == "dicom":
+        if importlib.util.find_spec("pydicom") is None:  # before the fetch step, not in it
+            raise ConfigError(
+                "dataset.demo.format: dicom writes DICOM series with pydicom, which is not "
+                "installed: pip install -e '.[dicom]', or set format: png"
+            )
     external = config.get("evaluation", {}).get("external", {})
     sources = config["dataset"].get("sources", {})
     entries = [(f"evaluation.external.{n}", n, p) for n, p in external.items()]

@@ -123,7 +123,10 @@ def dataset_spec(config: dict, name: str) -> dict:
     if entry.startswith(DEMO_EXTERNAL):
         demo = config["dataset"]["demo"]
         scanner = entry.removeprefix(DEMO_EXTERNAL)
-        spec.update(source="demo", demo={**demo, "seed": demo["seed"] + offset, "scanner": scanner})
+        # scanner b stands for another source's PNG export: never DICOM
+        fmt = demo["format"] if scanner == "a" else "png"
+        seed = demo["seed"] + offset
+        spec.update(source="demo", demo={**demo, "seed": seed, "scanner": scanner, "format": fmt})
     elif entry.startswith(KAGGLE):
         spec.update(source="kaggle", path="", kaggle_dataset=entry.removeprefix(KAGGLE))
     return spec

@@ -16,7 +16,10 @@ import pandas as pd
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from vitct.data.dicom import DICOM_MODE, LUNG_WINDOW
 from vitct.data.manifest import colour_mode_table
+from vitct.data.nifti import NIFTI_MODE
+from vitct.data.series import SLICE_RULE
 from vitct.evaluation.scoring import TEST
 from vitct.pipeline.model_card import model_card, to_html
 from vitct.pipeline.tables import (
@@ -138,6 +141,27 @@ def card_of(inputs: dict, config: dict, sources: list[str], code_dir) -> list[tu
     )
 
 
+LEFT_OUT_REASONS = ("outside its series' lung range", "no lung in ")
+
+
+def input_note(manifest: pd.DataFrame, left_out: int) -> str:
+    """What the images are: 8-bit slices, or CT in HU (DICOM series, NIfTI volumes) with the
+    window, the slice rule and the patients that are the groups; "" for slices alone."""
+    hounsfield = manifest["mode"].isin([DICOM_MODE, NIFTI_MODE])
+    if not hounsfield.any():
+        return ""
+    level, width = LUNG_WINDOW
+    patients = manifest.patient[hounsfield & (manifest.patient != "")].nunique()
+    return (
+        f"{int(hounsfield.sum())} slices read from CT in Hounsfield units (DICOM series or NIfTI "
+        f"volumes) of {patients} patients (hashed: no identifying header value is kept), each "
+        f"patient one group that the splits keep whole; windowed at level {level:g}, width "
+        f"{width:g} HU; slices chosen by the {SLICE_RULE} ({left_out} slices outside it left "
+        "out). The model file records the window and the rule, and `vitct predict` reads DICOM "
+        "and NIfTI by them."
+    )
+
+
 def build_report(
     inputs: dict, config: dict, benchmarks: str | Path, code_dir, model: str, card: list[tuple]
 ) -> str:
@@ -148,6 +172,9 @@ def build_report(
     shipped_run = _json(inputs["shipped"])
     manifest = pd.read_csv(inputs["manifest"], sep="\t", keep_default_na=False)
     rejects = pd.read_csv(inputs["rejects"], sep="\t", keep_default_na=False)
+    # slices a series leaves out by the slice rule: counted, not listed one by one
+    left_out = rejects.reason.str.startswith(LEFT_OUT_REASONS)
+    rejects, left_out = rejects[~left_out], int(left_out.sum())
     ablation = _read_table(inputs["ablation"])  # empty without variants
     loso = _read_table(inputs["loso"])  # empty with one training source
     curve = _read_table(inputs["curve"])  # empty without an adaptation site
@@ -196,6 +223,7 @@ def build_report(
         n_images=len(manifest),
         n_duplicates=int((manifest.duplicate_of != "").sum()),
         colour_modes=_table(colour_mode_table(manifest)),
+        input_note=input_note(manifest, left_out),
         rejects=_table(rejects, index=False) if len(rejects) else "",
         config=yaml.safe_dump(config, sort_keys=False),
         figures={

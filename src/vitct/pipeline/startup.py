@@ -21,6 +21,8 @@ REFERENCE_DEPTH = 3
 CONV_TOKENIZER_COST = 3.5
 # Data steps, evaluation, attention maps, baselines and the report, per job.
 OTHER_JOB_CORE_SECONDS = 30.0
+# Lighter jobs: logging one run to the MLflow store (tracking.mlflow), a few seconds each.
+LIGHT_JOB_CORE_SECONDS = {"track": 3.0}
 # One modern data-centre GPU (an H100 or H200) running several of these small trainings at once
 # (profiles/gpu), as CPU cores of the reference rate: an assumption until
 # benchmarks/gpu_pipeline.sh has measured it; config/config.yaml is sized to it.
@@ -102,8 +104,10 @@ def start_up_message(
     rows = ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items()))
     summary = [f"vitct: {total} jobs to run ({rows})."]
     n_training = counts["train"] + counts["pretrain"]
-    core_seconds = sum(job.core_seconds() for job in jobs)
-    core_seconds += (total - n_training) * OTHER_JOB_CORE_SECONDS
+    n_light = sum(counts[rule] for rule in LIGHT_JOB_CORE_SECONDS)
+    other = (total - n_training - n_light) * OTHER_JOB_CORE_SECONDS
+    other += sum(counts[rule] * seconds for rule, seconds in LIGHT_JOB_CORE_SECONDS.items())
+    core_seconds = sum(job.core_seconds() for job in jobs) + other
     cpu_wall = core_seconds / max(1, cores)
     warning = None
     if on_cluster:
@@ -113,7 +117,7 @@ def start_up_message(
         )
     elif cuda:
         gpu_wall = sum(job.core_seconds() for job in jobs) / GPU_CORE_EQUIVALENT
-        gpu_wall += (total - n_training) * OTHER_JOB_CORE_SECONDS / max(1, cores)
+        gpu_wall += other / max(1, cores)
         summary.append(
             f"Training on CUDA: roughly {format_hours(gpu_wall)} on one modern GPU running "
             "several jobs at once (an assumed rate, not yet measured: "

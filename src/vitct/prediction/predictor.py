@@ -33,8 +33,12 @@ from PIL import Image, UnidentifiedImageError
 
 from vitct.atomic_files import OutputError, write_text
 from vitct.data.classes import CLASS_NAMES
+from vitct.data.dicom import DicomError, DicomSlice, recorded_window
 from vitct.data.histograms import HISTOGRAM_BINS
 from vitct.data.images import ImagePolicyError, ImageWarning, in_memory, load_input
+from vitct.data.nifti import SUFFIXES as NIFTI_SUFFIXES
+from vitct.data.nifti import VolumeSlice, is_nifti, volume_slices
+from vitct.data.series import choose_slices
 from vitct.model.artifact import calibration_of, load_with_familiarity
 from vitct.model.inference import predict_with_features
 from vitct.model.ood import Familiarity
@@ -42,7 +46,18 @@ from vitct.model.ood import Familiarity
 MAX_DOWNLOAD_BYTES = 64 * 2**20  # a CT slice PNG is well under 1 MiB
 DOWNLOAD_TIMEOUT = 30.0  # seconds for one whole download
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm")
-COLUMNS = ["path", "predicted", "prob_covid", "error", "ood_score", "unfamiliar"]
+# series: a DICOM slice's series (hashed); left_out: why a slice of it was not read (outside
+# its lung range, vitct.data.series), which is no error.
+COLUMNS = [
+    "path",
+    "predicted",
+    "prob_covid",
+    "error",
+    "ood_score",
+    "unfamiliar",
+    "series",
+    "left_out",
+]
 
 
 class InputError(Exception):
@@ -55,6 +70,11 @@ class DemoModelWarning(UserWarning):
 
 class NoFamiliarityWarning(UserWarning):
     """The model file carries no familiarity reference: no image can be flagged unfamiliar."""
+
+
+class InputKindWarning(UserWarning):
+    """The images are of another kind (DICOM or NIfTI, or 8-bit slices) than the model was
+    trained on."""
 
 
 class Predictor:
@@ -73,6 +93,10 @@ class Predictor:
         self.image_size, self.mean, self.std = pre["image_size"], pre["mean"], pre["std"]
         # What of the slice the model sees (absent in older files: the whole, raw)
         self.mask, self.intensity = pre.get("mask", "none"), pre.get("intensity", "raw")
+        # What it was trained on (files from before DICOM input: 8-bit slices); a DICOM file is
+        # converted by the window training used (vitct.data.series.input_record)
+        self.trained_on = pre.get("input", {"kind": "slices"})
+        self.lung_window = recorded_window(pre)
         self.timeout, self.max_bytes = timeout, max_bytes
         # the temperature every probability is divided by (1 with a note for an older file)
         self.calibration = calibration_of(meta)
@@ -80,7 +104,10 @@ class Predictor:
 
     def predict(self, images, attention_dir: str | Path | None = None) -> pd.DataFrame:
         """One row per image: path, predicted (class name), prob_covid, error ("" when OK),
-        ood_score and unfamiliar (missing where not classified or the model has no reference).
+        ood_score and unfamiliar (missing where not classified or the model has no reference),
+        series (a DICOM slice's hashed series) and left_out (why a slice of a series was not
+        read: outside its lung range, vitct.data.series; not an error). series_verdicts()
+        combines a series' slices into one verdict.
 
         images: file paths, folders (their image files, recursively, sorted), http(s) URLs, PIL
         images or numpy arrays, or a list of them. With attention_dir, an attention-rollout
@@ -88,21 +115,28 @@ class Predictor:
         """
         if isinstance(images, str | Path | Image.Image | np.ndarray):
             images = [images]
-        names, arrays, greys, errors = [], [], [], []
+        names, decoded, errors = [], [], []
         for name, item in _expand(images):
             names.append(name)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ImageWarning)
                 try:
-                    array, grey = self._decode(item)
-                    arrays.append(array)
-                    greys.append(grey)
+                    decoded.append(self._decode(item))
                     errors.append("")
                 except InputError as e:
+                    decoded.append(None)
                     errors.append(str(e))
             for warning in caught:  # what decoding did to an image it used (partly transparent)
                 warnings.warn(f"{name}: {warning.message}", warning.category, stacklevel=2)
-        ok = np.array([not e for e in errors], dtype=bool)
+        series = [d[2] if d else None for d in decoded]
+        self._warn_of_input_kind(decoded)
+        # A series gives the slices of its lung range, as training took them
+        choice = choose_slices(series)
+        errors = [e or problem or "" for e, problem in zip(errors, choice.error, strict=True)]
+        left_out = [reason or "" for reason in choice.left_out]
+        ok = np.array([not e and not why for e, why in zip(errors, left_out, strict=True)], bool)
+        arrays = [d[0] for d, read in zip(decoded, ok, strict=True) if read]
+        greys = [d[1] for d, read in zip(decoded, ok, strict=True) if read]
         size = self.image_size
         batch = np.stack(arrays) if arrays else np.zeros((0, size, size), np.uint8)
         prob, ood_score = np.full(len(names), np.nan), np.full(len(names), np.nan)
@@ -119,6 +153,8 @@ class Predictor:
         )
         table["ood_score"] = ood_score
         table["unfamiliar"] = pd.Series(pd.NA, index=table.index, dtype="boolean")
+        table["series"] = [s.series if s else "" for s in series]
+        table["left_out"] = left_out
         if self.familiarity is not None:  # the images of one call are judged as a set too
             table["unfamiliar"], table.attrs["set_unfamiliar"] = self.familiarity.set_flags(
                 ood_score
@@ -130,16 +166,43 @@ class Predictor:
                 table.attrs["attention_error"] = getattr(e, "cause", None) or e
         return table
 
-    def _decode(self, item) -> tuple[np.ndarray, np.ndarray]:
+    def _warn_of_input_kind(self, decoded: list) -> None:
+        """Say so when the images are not what the model was trained on; refuse nothing."""
+        kind = self.trained_on["kind"]
+        hounsfield = sum(d is not None and d[2] is not None for d in decoded)
+        other = sum(d is not None and d[2] is None for d in decoded)
+        if hounsfield and kind == "slices":
+            warnings.warn(
+                f"the model was trained on 8-bit slices (PNG-like exports), not on DICOM or "
+                f"NIfTI: its {hounsfield} slice(s) in Hounsfield units are converted by the lung "
+                f"window (level, width) {self.lung_window} HU, which need not match how its "
+                "training slices were exported; measure it on labelled series of yours before "
+                "trusting it",
+                InputKindWarning,
+                stacklevel=3,
+            )
+        elif other and kind == "hounsfield":
+            window = tuple(self.trained_on["window"])
+            warnings.warn(
+                f"the model was trained on CT in Hounsfield units (DICOM or NIfTI) converted by "
+                f"the lung window {window} HU; its {other} other image(s) were exported by a "
+                "window it does not know: give the DICOM or NIfTI files where you have them",
+                InputKindWarning,
+                stacklevel=3,
+            )
+
+    def _decode(self, item) -> tuple[np.ndarray, np.ndarray, DicomSlice | None]:
         try:
             if isinstance(item, Image.Image):
                 item = in_memory(item)  # upright, transparency kept: as its file would decode
-            return load_input(self._source(item), self.image_size, self.mask, self.intensity)
+            return load_input(
+                self._source(item), self.image_size, self.mask, self.intensity, self.lung_window
+            )
         except InputError:
             raise
         except FileNotFoundError:
             raise InputError("file not found") from None
-        except ImagePolicyError as e:  # the pipeline's own limits (data.py), said alike
+        except (ImagePolicyError, DicomError) as e:  # the pipeline's own limits, said alike
             raise InputError(str(e)) from None
         except UnidentifiedImageError:
             raise InputError("not an image file (PIL cannot identify its format)") from None
@@ -154,6 +217,8 @@ class Predictor:
         """What load_input opens: a path, or a file object for URLs and in-memory images."""
         if isinstance(item, InputError):
             raise item
+        if isinstance(item, VolumeSlice):
+            return item
         if isinstance(item, np.ndarray):
             try:
                 item = Image.fromarray(item)
@@ -284,18 +349,29 @@ def _expand(images) -> list[tuple[str, object]]:
             files = sorted(
                 p
                 for p in folder.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES
+                if (p.suffix.lower() in IMAGE_SUFFIXES or is_nifti(p))
                 and p.is_file()
                 # hidden files (macOS ._name copies, checkpoints) are not scans
                 and not any(part.startswith(".") for part in p.relative_to(folder).parts)
             )
-            items += [(str(p), p) for p in files]
+            items += [entry for p in files for entry in _volume_or_file(str(p), p)]
             if not files:  # say so, rather than return nothing for a wrong folder
-                error = InputError(f"folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                suffixes = ", ".join((*IMAGE_SUFFIXES, *NIFTI_SUFFIXES))
+                error = InputError(f"folder holds no image files ({suffixes})")
                 items.append((url or str(item), error))
         else:
-            items.append((url or str(item), item))
+            items += _volume_or_file(url or str(item), item)
     return items
+
+
+def _volume_or_file(name: str, item) -> list[tuple[str, object]]:
+    """A NIfTI volume's slices (one row each), or the item itself."""
+    if not (is_nifti(item) and Path(item).is_file()):
+        return [(name, item)]
+    try:
+        return [(str(s), s) for s in volume_slices(Path(item))]
+    except DicomError as e:
+        return [(name, InputError(str(e)))]
 
 
 def _download(url: str, timeout: float, max_bytes: int) -> bytes:

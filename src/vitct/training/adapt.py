@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from vitct.data.classes import CLASS_DIRS
+from vitct.data.dicom import recorded_window
 from vitct.data.images import load_input
 from vitct.data.manifest import build_manifest
+from vitct.data.nifti import source_at
 from vitct.errors import UserError
 from vitct.model.artifact import carried_over, load_with_familiarity, save_artifact
 from vitct.model.input_tensors import normalise
@@ -125,9 +127,11 @@ def adapt_folder(model_path, folder, output, *, epochs: int, lr: float, trainabl
         )
     pre = meta["preprocessing"]
     mask, intensity = pre.get("mask", "none"), pre.get("intensity", "raw")
+    lung_window = recorded_window(pre)  # DICOM and NIfTI are converted as training did
+    settings = (pre["image_size"], mask, intensity)
     images = np.stack(
         [
-            load_input(Path(folder) / path, pre["image_size"], mask, intensity)[0]
+            load_input(source_at(Path(folder), path), *settings, lung_window)[0]
             for path in manifest.path
         ]
     )
