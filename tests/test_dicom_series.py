@@ -291,6 +291,12 @@ def test_a_dicom_run_groups_by_patient_and_writes_no_identifying_header_value(tm
     assert per_patient.test.nunique().eq(1).all() and per_patient.fold.nunique().eq(1).all()
     assert per_patient.near_duplicate_group.nunique().eq(1).all()
     assert partition.groupby("near_duplicate_group").patient.nunique().eq(1).all()
+    # the report says what the images are, and how many slices the rule left out
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert summary.startswith(f"{10 * 11:,} synthetic demo DICOM files")
+    report = (tmp_path / "results" / "report.html").read_text()
+    assert f"{10 * 8} slices read from CT in Hounsfield units (DICOM series" in report
+    assert f"({10 * 3} slices outside it left out)" in report
     model = tmp_path / "results" / "model.safetensors"
     record = load_model(model).meta["preprocessing"]["input"]
     assert record == {"kind": "hounsfield", "window": list(LUNG_WINDOW), "slice_rule": SLICE_RULE}

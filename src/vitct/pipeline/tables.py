@@ -170,6 +170,8 @@ def source_line(receipt: dict, headline: dict, strategy: str) -> str:
     per_class = ", ".join(f"{n:,} {name}" for name, n in counts.items())
     if receipt.get("real_data"):
         data = f"real CT slices ({per_class}; {receipt.get('origin', 'origin unknown')})"
+    elif "DICOM" in receipt.get("origin", ""):
+        data = f"synthetic demo DICOM files, NOT real CT data ({per_class}; a series per patient)"
     else:
         data = f"synthetic demo slices, NOT real CT data ({per_class})"
     test = headline["shipped"].get(TEST, {}).get("n", 0)
