@@ -157,7 +157,7 @@ def input_note(manifest: pd.DataFrame, left_out: int) -> str:
         f"volumes) of {patients} patients (hashed: no identifying header value is kept), each "
         f"patient one group that the splits keep whole; windowed at level {level:g}, width "
         f"{width:g} HU; slices chosen by the {SLICE_RULE} ({left_out} slices outside it left "
-        "out). The model file records the window and the rule, and `vitct predict` reads DICOM "
+        "out). The model file records the window and the rule, and vitct predict reads DICOM "
         "and NIfTI by them."
     )
 
