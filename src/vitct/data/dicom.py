@@ -142,7 +142,7 @@ class DicomSlice(NamedTuple):
     order: float | None  # InstanceNumber, the fallback order
     orientation: tuple  # ImageOrientationPatient, rounded; () where absent
     shape: tuple[int, int]
-    lung_share: float  # lung_share()
+    lung_share: float  # lung_share(); NaN where not measured (the slice is only shown)
 
 
 def _floats(value) -> list[float]:
@@ -164,9 +164,10 @@ def lung_share(hu: np.ndarray) -> float:
     return float(lung.sum() / max(1, body.sum()))
 
 
-def slice_info(dataset, hu: np.ndarray) -> DicomSlice:
+def slice_info(dataset, hu: np.ndarray, measure: bool = True) -> DicomSlice:
     """The slice's place in its series: orientation and position from the header (the position
-    projected on the slice normal, as viewers order a series), and its lung share."""
+    projected on the slice normal, as viewers order a series), and its lung share (with
+    `measure`: most of a read's time, and needed only to choose a series' slices)."""
     orientation = _floats(dataset.get("ImageOrientationPatient", None))
     origin = _floats(dataset.get("ImagePositionPatient", None))
     position = None
@@ -182,12 +183,12 @@ def slice_info(dataset, hu: np.ndarray) -> DicomSlice:
         order=float(number) if number not in (None, "") else None,
         orientation=tuple(round(v, 3) for v in orientation) if len(orientation) == 6 else (),
         shape=tuple(int(n) for n in hu.shape),
-        lung_share=lung_share(hu),
+        lung_share=lung_share(hu) if measure else float("nan"),
     )
 
 
 def read_dicom(
-    source, lung_window: tuple[float, float] = LUNG_WINDOW
+    source, lung_window: tuple[float, float] = LUNG_WINDOW, measure: bool = True
 ) -> tuple[Image.Image, DicomSlice]:
     """A DICOM CT slice (path or file object) as a grey image, its HU in the lung window, and
     what its series needs to know of it (DicomSlice), from one read of the file."""
@@ -199,4 +200,4 @@ def read_dicom(
     except (InvalidDicomError, EOFError, OSError) as e:
         raise DicomError(f"not a readable DICOM file: {e}") from None
     hu = hounsfield(dataset)
-    return Image.fromarray(window(hu, *lung_window)), slice_info(dataset, hu)
+    return Image.fromarray(window(hu, *lung_window)), slice_info(dataset, hu, measure)

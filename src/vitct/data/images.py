@@ -202,18 +202,20 @@ def decode(source) -> Image.Image:
     return _decode(source)[0]
 
 
-def read_slice(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> Slice:
+def read_slice(
+    source, lung_window: tuple[float, float] = LUNG_WINDOW, measure: bool = True
+) -> Slice:
     """Decode an image (path or file object) and grey it, and check that it is a CT slice at all
     (vitct.data.content); raises ImagePolicyError with the reason for one that is not. A DICOM
     file, or a NIfTI volume's slice (a VolumeSlice), is read by its Hounsfield units in the
-    lung window (vitct.data.dicom, vitct.data.nifti)."""
+    lung window (vitct.data.dicom, vitct.data.nifti), with its lung share when `measure`."""
     dicom = None
     if isinstance(source, VolumeSlice):
-        grey, dicom = read_volume_slice(source, lung_window)
+        grey, dicom = read_volume_slice(source, lung_window, measure)
         check_image_size(*grey.size)
         image, mode = grey, NIFTI_MODE
     elif is_dicom(source):
-        grey, dicom = read_dicom(source, lung_window)
+        grey, dicom = read_dicom(source, lung_window, measure)
         check_image_size(*grey.size)
         image, mode = grey, DICOM_MODE
     else:
@@ -227,7 +229,7 @@ def read_slice(source, lung_window: tuple[float, float] = LUNG_WINDOW) -> Slice:
 
 def open_grey(source) -> Image.Image:
     """Decode an image (path or file object) fully, check it and grey it (read_slice)."""
-    return read_slice(source).grey
+    return read_slice(source, measure=False).grey  # no series to choose slices of
 
 
 def square(grey: Image.Image, size: int) -> np.ndarray:

@@ -52,11 +52,17 @@ def is_nifti(path) -> bool:
     return isinstance(path, str | Path) and str(path).lower().endswith(SUFFIXES)
 
 
+def volume_of(name: str) -> tuple[str, int] | None:
+    """The volume and slice index a slice's name (`...ct.nii.gz#z0012`) names, else None."""
+    found = SLICE_NAME.match(name)
+    return (found["volume"], int(found["index"])) if found and is_nifti(found["volume"]) else None
+
+
 def source_at(root: Path, relative: str) -> Path | VolumeSlice:
     """What a manifest path names under root: a file, or a volume's slice (`...#z0012`)."""
-    found = SLICE_NAME.match(relative)
-    if found and is_nifti(found["volume"]) and not (root / relative).exists():
-        return VolumeSlice(root / found["volume"], int(found["index"]))
+    volume = volume_of(relative)
+    if volume and not (root / relative).exists():
+        return VolumeSlice(root / volume[0], volume[1])
     return root / relative
 
 
@@ -97,7 +103,7 @@ def volume_slices(path: Path) -> list[VolumeSlice]:
 
 
 def read_volume_slice(
-    item: VolumeSlice, lung_window: tuple[float, float] = LUNG_WINDOW
+    item: VolumeSlice, lung_window: tuple[float, float] = LUNG_WINDOW, measure: bool = True
 ) -> tuple[Image.Image, DicomSlice]:
     """One slice as a grey image in the lung window, and its place in its volume."""
     data, zooms, key = _volume(Path(item.path))
@@ -110,6 +116,6 @@ def read_volume_slice(
         order=float(item.index),
         orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),  # axial, after the canonical turn
         shape=tuple(int(n) for n in hu.shape),
-        lung_share=lung_share(hu),
+        lung_share=lung_share(hu) if measure else float("nan"),
     )
     return Image.fromarray(apply_window(hu, *lung_window)), info

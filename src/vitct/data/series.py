@@ -25,6 +25,8 @@ from vitct.data.nifti import NIFTI_MODE
 
 LUNG_RANGE_SHARE = 0.25  # of the series' largest lung share
 MIN_LUNG_SHARE = 0.05  # of the body: below it a slice shows no lung
+# How the reasons of the slices the rule leaves out begin (the report counts them by these)
+OUTSIDE, NO_LUNG = "outside its series' lung range", "no lung in "
 SLICE_RULE = (
     "lung range: the slices from the first to the last along the scan axis whose aerated lung "
     f"({LUNG_HU[0]:g} to {LUNG_HU[1]:g} HU inside the body) covers at least "
@@ -66,7 +68,7 @@ def _outside_lung_range(slices: list[DicomSlice]) -> list[str | None]:
     inside = [k for k in order if shares[k] >= floor]
     if not inside:
         reason = (
-            f"no lung in {'this slice' if len(slices) == 1 else 'its series'} (aerated lung "
+            f"{NO_LUNG}{'this slice' if len(slices) == 1 else 'its series'} (aerated lung "
             f"{shares.max():.0%} of the body at most; {SLICE_RULE})"
         )
         return [reason] * len(slices)
@@ -76,7 +78,7 @@ def _outside_lung_range(slices: list[DicomSlice]) -> list[str | None]:
         None
         if k in kept
         else (
-            f"outside its series' lung range (aerated lung {shares[k]:.0%} of the body, the "
+            f"{OUTSIDE} (aerated lung {shares[k]:.0%} of the body, the "
             f"series' largest {shares.max():.0%}; {SLICE_RULE})"
         )
         for k in range(len(slices))

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from vitct.data.dicom import DICOM_MODE, LUNG_WINDOW
 from vitct.data.manifest import colour_mode_table
 from vitct.data.nifti import NIFTI_MODE
-from vitct.data.series import SLICE_RULE
+from vitct.data.series import NO_LUNG, OUTSIDE, SLICE_RULE
 from vitct.evaluation.scoring import TEST
 from vitct.pipeline.model_card import model_card, to_html
 from vitct.pipeline.tables import (
@@ -141,9 +141,6 @@ def card_of(inputs: dict, config: dict, sources: list[str], code_dir) -> list[tu
     )
 
 
-LEFT_OUT_REASONS = ("outside its series' lung range", "no lung in ")
-
-
 def input_note(manifest: pd.DataFrame, left_out: int) -> str:
     """What the images are: 8-bit slices, or CT in HU (DICOM series, NIfTI volumes) with the
     window, the slice rule and the patients that are the groups; "" for slices alone."""
@@ -173,7 +170,7 @@ def build_report(
     manifest = pd.read_csv(inputs["manifest"], sep="\t", keep_default_na=False)
     rejects = pd.read_csv(inputs["rejects"], sep="\t", keep_default_na=False)
     # slices a series leaves out by the slice rule: counted, not listed one by one
-    left_out = rejects.reason.str.startswith(LEFT_OUT_REASONS)
+    left_out = rejects.reason.str.startswith((OUTSIDE, NO_LUNG))
     rejects, left_out = rejects[~left_out], int(left_out.sum())
     ablation = _read_table(inputs["ablation"])  # empty without variants
     loso = _read_table(inputs["loso"])  # empty with one training source

@@ -15,7 +15,7 @@ import pandas as pd
 
 from vitct.atomic_files import write_text
 from vitct.data.classes import CLASS_NAMES
-from vitct.data.nifti import is_nifti
+from vitct.data.nifti import volume_of
 from vitct.data.series import SLICE_RULE
 
 HOW = (
@@ -65,8 +65,8 @@ def series_verdicts(table: pd.DataFrame) -> pd.DataFrame:
 
 def _source(paths: list[str]) -> str:
     """Where a series' slices come from: the folder that holds its files, or its volume."""
-    volumes = {path.rsplit("#z", 1)[0] for path in paths}
-    if len(volumes) == 1 and is_nifti(next(iter(volumes))):
+    volumes = {(volume_of(path) or (None,))[0] for path in paths}
+    if len(volumes) == 1 and None not in volumes:
         return volumes.pop()
     try:
         common = os.path.commonpath(paths)
